@@ -1,0 +1,455 @@
+//! Building a bundle from a site directory into the local store.
+//!
+//! Pipeline: walk (sorted, checked) → hash every file with BLAKE3 on rayon, reusing the build
+//! cache → assign layers ([`crate::layout`]) → write the layers in parallel (each streams its
+//! canonical tar through sha256 for the `diff_id`, the compressor, and sha256 again for the blob
+//! digest, straight into the store) → config → manifest → `index.json`.
+//!
+//! Memory stays flat: file contents are streamed in [`COPY_BUFFER`] chunks, never held whole.
+//! Each file is hashed a second time while it is streamed into its layer, so a file that changed
+//! since the walk (or a stale cache entry) is caught rather than bundled under the wrong hash.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use crate::cache::{self, CachedLayer, FileCache};
+use crate::compress::{write_index_trailer, Compression};
+use crate::digest::{Digest, FileHash, HashingWriter};
+use crate::error::{Error, Result};
+use crate::index::{Entry, EntryKind, Index};
+use crate::layout::{self, Member};
+use crate::manifest::*;
+use crate::progress::Progress;
+use crate::store::Store;
+use crate::tar;
+use crate::walk::{walk, WalkOptions};
+
+/// Files at least this large are hashed through a memory map, in parallel over their chunks
+/// (BLAKE3's `update_mmap_rayon`): below it, one `read` is cheaper than setting up a mapping,
+/// and parallelism across files already keeps both cores busy.
+pub const MMAP_THRESHOLD: u64 = 4 * 1024 * 1024;
+/// Read buffer for streaming file contents into layers.
+pub const COPY_BUFFER: usize = 256 * 1024;
+
+/// How to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Layer compression.
+    pub compression: Compression,
+    /// `os` of the image config.
+    pub os: String,
+    /// `architecture` of the image config.
+    pub architecture: String,
+    /// What the walk leaves out.
+    pub walk: WalkOptions,
+    /// Hash large files through mmap.
+    pub use_mmap: bool,
+    /// Use and update the build cache.
+    pub use_cache: bool,
+    /// Tags to give the bundle in the store.
+    pub tags: Vec<String>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            compression: Compression::Zstd,
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            walk: WalkOptions::default(),
+            use_mmap: true,
+            use_cache: true,
+            tags: Vec::new(),
+        }
+    }
+}
+
+/// What a build did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildReport {
+    /// Bundle id: the config digest, content-only.
+    pub id: Digest,
+    /// Manifest digest: what a registry pull or a Kubernetes image reference by digest uses.
+    pub manifest: Digest,
+    /// Manifest size.
+    pub manifest_size: u64,
+    /// Regular files.
+    pub files: usize,
+    /// Bytes of regular files.
+    pub bytes: u64,
+    /// Number of layers (layer 0 included).
+    pub layers: usize,
+    /// Layers taken from the cache without reading or compressing.
+    pub layers_reused: usize,
+    /// Files whose hash came from the cache.
+    pub files_cached: usize,
+    /// Total size of the layer blobs.
+    pub compressed_bytes: u64,
+    /// Layer compression.
+    pub compression: Compression,
+    /// Things left out.
+    pub warnings: Vec<String>,
+}
+
+/// Build the site at `src` into `store`.
+pub fn build(
+    src: &Path,
+    store: &Store,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<BuildReport> {
+    for t in &opts.tags {
+        crate::store::validate_tag(t)?;
+    }
+    let walked = walk(src, &opts.walk)?;
+    for w in &walked.warnings {
+        progress.warn(w);
+    }
+    let canon = std::fs::canonicalize(src).map_err(Error::io("resolve", src))?;
+    let mut file_cache = if opts.use_cache {
+        FileCache::load(&store.cache_dir(), &canon)
+    } else {
+        FileCache::default()
+    };
+
+    // Hash.
+    let total: u64 = walked.files.iter().map(|f| f.size).sum();
+    progress.start("hash", total);
+    let hashed: Vec<Result<(FileHash, bool)>> = walked
+        .files
+        .par_iter()
+        .map(|f| {
+            let stamp = (f.size, f.stamp);
+            let r = match file_cache.get(f.path.as_str(), &stamp) {
+                Some(h) => Ok((h, true)),
+                None => hash_file(&f.fs_path, f.path.as_str(), f.size, opts.use_mmap)
+                    .map(|h| (h, false)),
+            };
+            progress.advance(f.size);
+            r
+        })
+        .collect();
+    progress.finish();
+    let mut entries =
+        Vec::with_capacity(walked.dirs.len() + walked.symlinks.len() + walked.files.len());
+    let mut files_cached = 0;
+    for d in &walked.dirs {
+        entries.push(Entry {
+            path: d.clone(),
+            kind: EntryKind::Dir,
+            layer: 0,
+        });
+    }
+    for (p, t) in &walked.symlinks {
+        entries.push(Entry {
+            path: p.clone(),
+            kind: EntryKind::Symlink { target: t.clone() },
+            layer: 0,
+        });
+    }
+    let mut fresh = Vec::with_capacity(walked.files.len());
+    for (f, h) in walked.files.iter().zip(hashed) {
+        let (hash, cached) = h?;
+        files_cached += usize::from(cached);
+        fresh.push((f.path.to_string(), (f.size, f.stamp), hash));
+        entries.push(Entry {
+            path: f.path.clone(),
+            kind: EntryKind::File {
+                size: f.size,
+                hash,
+                executable: f.executable,
+            },
+            layer: 0,
+        });
+    }
+    entries.sort_by(|a, b| a.path.as_str().as_bytes().cmp(b.path.as_str().as_bytes()));
+    let layer_count = layout::assign_layers(&mut entries);
+    let index = Index::new(entries)?;
+    let index_bytes = index.encode();
+    let index_digest = Digest::of(&index_bytes);
+
+    // Layers, biggest first so the two cores finish together.
+    let mut order: Vec<(u32, u64)> = (0..layer_count)
+        .map(|n| {
+            (
+                n,
+                index
+                    .entries()
+                    .iter()
+                    .filter(|e| e.layer == n)
+                    .map(Entry::size)
+                    .sum(),
+            )
+        })
+        .collect();
+    order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let results: Mutex<BTreeMap<u32, Result<(CachedLayer, bool)>>> = Mutex::new(BTreeMap::new());
+    progress.start("compress", total);
+    let cache_dir = store.cache_dir();
+    rayon::scope_fifo(|s| {
+        for &(n, _) in &order {
+            let (index, results, cache_dir, index_bytes, canon) =
+                (&index, &results, &cache_dir, &index_bytes, &canon);
+            s.spawn_fifo(move |_| {
+                let r = build_layer(
+                    store,
+                    canon,
+                    index,
+                    n,
+                    opts,
+                    index_bytes,
+                    &index_digest,
+                    cache_dir,
+                    progress,
+                );
+                if let Ok(mut m) = results.lock() {
+                    m.insert(n, r);
+                }
+            });
+        }
+    });
+    progress.finish();
+    let results = results
+        .into_inner()
+        .map_err(|_| Error::corrupt("build", "a layer worker panicked"))?;
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    let mut reused = 0;
+    let mut changed = false;
+    for (_, r) in results {
+        let (l, was_cached) = match r {
+            Ok(v) => v,
+            Err(e) => {
+                if matches!(e, Error::ChangedDuringBuild { .. }) {
+                    changed = true;
+                }
+                if changed {
+                    // A stale cache could have caused it: start from scratch next time.
+                    file_cache.save(std::iter::empty());
+                }
+                return Err(e);
+            }
+        };
+        reused += usize::from(was_cached);
+        diff_ids.push(l.diff_id);
+        layers.push(Descriptor {
+            media_type: opts.compression.media_type().to_string(),
+            digest: l.digest,
+            size: l.size,
+            annotations: BTreeMap::new(),
+        });
+    }
+
+    let mut labels = BTreeMap::new();
+    labels.insert(KEY_FORMAT.to_string(), FORMAT_VERSION.to_string());
+    labels.insert(KEY_INDEX.to_string(), index_digest.to_string());
+    labels.insert(KEY_FILES.to_string(), index.file_count().to_string());
+    labels.insert(KEY_BYTES.to_string(), index.total_bytes().to_string());
+    let config = ImageConfig {
+        architecture: opts.architecture.clone(),
+        config: RunConfig { labels },
+        os: opts.os.clone(),
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids,
+        },
+    };
+    let config_bytes = config.to_bytes();
+    let id = store.put_blob(&config_bytes)?;
+    let mut annotations = BTreeMap::new();
+    annotations.insert(KEY_FORMAT.to_string(), FORMAT_VERSION.to_string());
+    let compressed_bytes = layers.iter().map(|l| l.size).sum();
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: MEDIA_MANIFEST.into(),
+        config: Descriptor {
+            media_type: MEDIA_CONFIG.into(),
+            digest: id,
+            size: config_bytes.len() as u64,
+            annotations: BTreeMap::new(),
+        },
+        layers,
+        annotations,
+    };
+    let manifest_bytes = manifest.to_bytes();
+    let manifest_digest = store.put_blob(&manifest_bytes)?;
+    store.add_manifest(manifest_digest, manifest_bytes.len() as u64, id, &opts.tags)?;
+    if opts.use_cache {
+        file_cache.save(fresh.into_iter());
+    }
+    Ok(BuildReport {
+        id,
+        manifest: manifest_digest,
+        manifest_size: manifest_bytes.len() as u64,
+        files: index.file_count(),
+        bytes: index.total_bytes(),
+        layers: layer_count as usize,
+        layers_reused: reused,
+        files_cached,
+        compressed_bytes,
+        compression: opts.compression,
+        warnings: walked.warnings,
+    })
+}
+
+/// BLAKE3 of one file; fails if its length is not the walked size.
+fn hash_file(fs_path: &Path, path: &str, size: u64, use_mmap: bool) -> Result<FileHash> {
+    let mut hasher = blake3::Hasher::new();
+    if use_mmap && size >= MMAP_THRESHOLD {
+        hasher
+            .update_mmap_rayon(fs_path)
+            .map_err(Error::io("read", fs_path))?;
+    } else {
+        let f = File::open(fs_path).map_err(Error::io("read", fs_path))?;
+        hasher
+            .update_reader(f)
+            .map_err(Error::io("read", fs_path))?;
+    }
+    if hasher.count() != size {
+        return Err(Error::ChangedDuringBuild {
+            path: path.to_string(),
+        });
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// The cache key of a layer: everything its blob bytes depend on.
+fn layer_key(
+    members: &[Member<'_>],
+    compression: Compression,
+    n: u32,
+    index_digest: &Digest,
+) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(b"sitebundle layer key 1\0");
+    h.update(match compression {
+        Compression::Zstd => b"zstd-3\0",
+        Compression::Gzip => b"gzip-6\0",
+    });
+    if n == 0 {
+        // Layer 0 carries the index trailer.
+        h.update(index_digest.bytes());
+    }
+    for m in members {
+        let _ = tar::write_header(&mut h, &layout::header(m));
+        if let Member::File(e) = m {
+            if let Some(fh) = e.hash() {
+                h.update(&fh.0);
+            }
+        }
+    }
+    h.finalize()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_layer(
+    store: &Store,
+    src: &Path,
+    index: &Index,
+    n: u32,
+    opts: &BuildOptions,
+    index_bytes: &[u8],
+    index_digest: &Digest,
+    cache_dir: &Path,
+    progress: &dyn Progress,
+) -> Result<(CachedLayer, bool)> {
+    let members = layout::members(index.entries(), n);
+    let layer_bytes: u64 = members
+        .iter()
+        .map(|m| if let Member::File(e) = m { e.size() } else { 0 })
+        .sum();
+    let key = layer_key(&members, opts.compression, n, index_digest);
+    if opts.use_cache {
+        if let Some(c) = cache::layer_get(cache_dir, &key) {
+            if store.blob_size(&c.digest).ok() == Some(c.size) {
+                progress.advance(layer_bytes);
+                return Ok((c, true));
+            }
+        }
+    }
+    let blob = store.blob_writer()?;
+    let enc = opts
+        .compression
+        .encoder(blob)
+        .map_err(Error::io("start compressor for", store.root()))?;
+    let mut out = HashingWriter::new(enc);
+    let werr = |e: io::Error| Error::Io {
+        op: "write layer blob in",
+        path: store.root().to_path_buf(),
+        source: e,
+    };
+    for m in &members {
+        tar::write_header(&mut out, &layout::header(m)).map_err(werr)?;
+        if let Member::File(e) = m {
+            let fs_path: PathBuf = src.join(e.path.as_str());
+            copy_verified(&fs_path, e, &mut out, progress)?;
+            out.write_all(&[0u8; tar::BLOCK][..tar::padding(e.size())])
+                .map_err(werr)?;
+        }
+    }
+    tar::write_end(&mut out).map_err(werr)?;
+    let (enc, diff_id, _) = out.finish();
+    let mut blob = enc.finish().map_err(werr)?;
+    if n == 0 {
+        let offset = blob.len();
+        write_index_trailer(&mut blob, opts.compression, offset, index_bytes).map_err(werr)?;
+    }
+    let (digest, size) = blob.finish()?;
+    let layer = CachedLayer {
+        diff_id,
+        digest,
+        size,
+    };
+    if opts.use_cache {
+        cache::layer_put(cache_dir, &key, &layer);
+    }
+    Ok((layer, false))
+}
+
+/// Stream a file into the tar, hashing as it goes; fail if it is not what the index says.
+fn copy_verified(
+    fs_path: &Path,
+    e: &Entry,
+    out: &mut impl Write,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let mut f = File::open(fs_path).map_err(Error::io("read", fs_path))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; COPY_BUFFER.min(e.size() as usize + 1).max(1)];
+    let mut left = e.size();
+    loop {
+        let want = buf
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX).max(1));
+        let got = f
+            .read(&mut buf[..want])
+            .map_err(Error::io("read", fs_path))?;
+        if got == 0 {
+            break;
+        }
+        if got as u64 > left {
+            return Err(Error::ChangedDuringBuild {
+                path: e.path.to_string(),
+            });
+        }
+        hasher.update(&buf[..got]);
+        out.write_all(&buf[..got]).map_err(|err| Error::Io {
+            op: "write layer for",
+            path: fs_path.to_path_buf(),
+            source: err,
+        })?;
+        left -= got as u64;
+        progress.advance(got as u64);
+    }
+    if left != 0 || Some(FileHash::from(hasher.finalize())) != e.hash() {
+        return Err(Error::ChangedDuringBuild {
+            path: e.path.to_string(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! Layer compression (zstd or gzip) and where the index travels: a trailer on layer 0's blob that
+//! every standard decoder skips.
+//!
+//! The index is not a file in any layer (it would appear in the served tree) and not a separate
+//! blob (registries garbage-collect blobs no manifest names; image configs are read into memory by
+//! runtimes, so they must stay small). It rides at the end of layer 0's compressed blob, as
+//! zstd:chunked does with its table of contents:
+//!
+//! - **zstd**: a skippable frame (magic `0x184D2A5E`) whose payload is the zstd-compressed index,
+//!   then a 32-byte footer frame (same magic, payload `SBINDEX1` + u64 LE offset + u64 LE length of
+//!   the index frame). A decoder skips both; a reader finds the footer in the last 32 bytes.
+//! - **gzip**: an empty gzip member (decompresses to nothing) whose FCOMMENT is the base64 of the
+//!   zstd-compressed index, then a 61-byte footer member whose FCOMMENT is `SBINDEX1` + 16 hex
+//!   digits offset + 16 hex digits length. Multi-member gzip readers (GNU gzip, Go, flate2) skip them.
+//!
+//! The uncompressed tar stream, hence the layer's `diff_id`, is the same with or without the
+//! trailer and with either compression.
+
+use std::io::{self, Read, Write};
+
+use base64::Engine as _;
+
+use crate::error::Error;
+
+/// The zstd level used for layers: the same as `zstd -3`, the usual trade-off for registries.
+pub const ZSTD_LEVEL: i32 = 3;
+/// Magic of the skippable frames sitebundle writes (any of 0x184D2A50..=0x184D2A5F is skippable).
+pub const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
+/// Magic at the start of the footer payload.
+pub const FOOTER_MAGIC: &[u8; 8] = b"SBINDEX1";
+/// Length of the zstd footer frame: 8 bytes of frame header, 24 of payload.
+pub const ZSTD_FOOTER_LEN: usize = 32;
+/// Length of the gzip footer member.
+pub const GZIP_FOOTER_LEN: usize = 61;
+/// Upper bound on an index, compressed or not (a 1M-file site is ~150 MB uncompressed).
+pub const MAX_INDEX_BYTES: u64 = 512 * 1024 * 1024;
+
+/// How layers are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// zstd (the default): `application/vnd.oci.image.layer.v1.tar+zstd`.
+    Zstd,
+    /// gzip, for older runtimes and Flux: `application/vnd.oci.image.layer.v1.tar+gzip`.
+    Gzip,
+}
+
+impl Compression {
+    /// The OCI layer media type.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Zstd => crate::manifest::MEDIA_LAYER_ZSTD,
+            Compression::Gzip => crate::manifest::MEDIA_LAYER_GZIP,
+        }
+    }
+
+    /// From an OCI layer media type.
+    pub fn from_media_type(mt: &str) -> Option<Compression> {
+        match mt {
+            crate::manifest::MEDIA_LAYER_ZSTD => Some(Compression::Zstd),
+            crate::manifest::MEDIA_LAYER_GZIP => Some(Compression::Gzip),
+            _ => None,
+        }
+    }
+
+    /// Wrap `out` in an encoder for this compression.
+    pub fn encoder<'a, W: Write + 'a>(self, out: W) -> io::Result<Encoder<'a, W>> {
+        Ok(match self {
+            Compression::Zstd => {
+                let mut e = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
+                // The content checksum lets plain `zstd -d` detect corruption too.
+                e.include_checksum(true)?;
+                Encoder::Zstd(e)
+            }
+            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+                out,
+                flate2::Compression::new(6),
+            )),
+        })
+    }
+
+    /// A decoder over a whole layer blob. Trailing index frames/members decode to nothing.
+    pub fn decoder<'a, R: io::BufRead + 'a>(self, input: R) -> io::Result<Box<dyn Read + 'a>> {
+        Ok(match self {
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        })
+    }
+
+    /// Length of the footer for this compression.
+    pub fn footer_len(self) -> usize {
+        match self {
+            Compression::Zstd => ZSTD_FOOTER_LEN,
+            Compression::Gzip => GZIP_FOOTER_LEN,
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "zstd" => Ok(Compression::Zstd),
+            "gzip" => Ok(Compression::Gzip),
+            other => Err(format!("unknown compression {other:?}: use zstd or gzip")),
+        }
+    }
+}
+
+/// A layer encoder.
+pub enum Encoder<'a, W: Write> {
+    /// zstd stream.
+    Zstd(zstd::stream::write::Encoder<'a, W>),
+    /// gzip stream.
+    Gzip(flate2::write::GzEncoder<W>),
+}
+
+impl<W: Write> Encoder<'_, W> {
+    /// Finish the stream and give back the writer.
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Zstd(e) => e.finish(),
+            Encoder::Gzip(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Zstd(e) => e.write(buf),
+            Encoder::Gzip(e) => e.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Zstd(e) => e.flush(),
+            Encoder::Gzip(e) => e.flush(),
+        }
+    }
+}
+
+/// Append the index trailer to a layer-0 blob whose compressed tar stream is `offset` bytes long.
+pub fn write_index_trailer(
+    out: &mut impl Write,
+    compression: Compression,
+    offset: u64,
+    index: &[u8],
+) -> io::Result<()> {
+    let packed = zstd::bulk::compress(index, 19)?;
+    match compression {
+        Compression::Zstd => {
+            let frame_len = 8 + packed.len() as u64;
+            out.write_all(&SKIPPABLE_MAGIC.to_le_bytes())?;
+            out.write_all(&(packed.len() as u32).to_le_bytes())?;
+            out.write_all(&packed)?;
+            out.write_all(&SKIPPABLE_MAGIC.to_le_bytes())?;
+            out.write_all(&24u32.to_le_bytes())?;
+            out.write_all(FOOTER_MAGIC)?;
+            out.write_all(&offset.to_le_bytes())?;
+            out.write_all(&frame_len.to_le_bytes())?;
+        }
+        Compression::Gzip => {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&packed);
+            let member = empty_gzip_member(b64.as_bytes());
+            out.write_all(&member)?;
+            let comment = format!("SBINDEX1{offset:016x}{:016x}", member.len());
+            out.write_all(&empty_gzip_member(comment.as_bytes()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A gzip member with FCOMMENT set and no content: header, empty final deflate block, CRC 0, size 0.
+fn empty_gzip_member(comment: &[u8]) -> Vec<u8> {
+    let mut m = vec![0x1f, 0x8b, 8, 0x10, 0, 0, 0, 0, 0, 0xff];
+    m.extend_from_slice(comment);
+    m.push(0);
+    m.extend_from_slice(&[0x03, 0x00]);
+    m.extend_from_slice(&[0u8; 8]);
+    m
+}
+
+/// Parse a footer (the last `footer_len` bytes of layer 0's blob): offset and length of the
+/// index frame or member.
+pub fn parse_footer(compression: Compression, footer: &[u8]) -> Result<(u64, u64), Error> {
+    let bad = || {
+        Error::corrupt(
+            "layer 0 index footer",
+            "missing or malformed: not a sitebundle layer 0",
+        )
+    };
+    if footer.len() != compression.footer_len() {
+        return Err(bad());
+    }
+    match compression {
+        Compression::Zstd => {
+            if footer[..4] != SKIPPABLE_MAGIC.to_le_bytes()
+                || footer[4..8] != 24u32.to_le_bytes()
+                || &footer[8..16] != FOOTER_MAGIC
+            {
+                return Err(bad());
+            }
+            let mut o = [0u8; 8];
+            o.copy_from_slice(&footer[16..24]);
+            let mut l = [0u8; 8];
+            l.copy_from_slice(&footer[24..32]);
+            Ok((u64::from_le_bytes(o), u64::from_le_bytes(l)))
+        }
+        Compression::Gzip => {
+            let comment = gzip_comment(footer).ok_or_else(bad)?;
+            let text = std::str::from_utf8(comment).map_err(|_| bad())?;
+            let rest = text.strip_prefix("SBINDEX1").ok_or_else(bad)?;
+            if rest.len() != 32 {
+                return Err(bad());
+            }
+            let o = u64::from_str_radix(&rest[..16], 16).map_err(|_| bad())?;
+            let l = u64::from_str_radix(&rest[16..], 16).map_err(|_| bad())?;
+            Ok((o, l))
+        }
+    }
+}
+
+/// Decode the index frame/member bytes (as located by the footer) into the raw index bytes.
+pub fn decode_index_frame(compression: Compression, frame: &[u8]) -> Result<Vec<u8>, Error> {
+    let bad = |r: &str| Error::corrupt("layer 0 index frame", r.to_string());
+    let packed: Vec<u8> = match compression {
+        Compression::Zstd => {
+            if frame.len() < 8 || frame[..4] != SKIPPABLE_MAGIC.to_le_bytes() {
+                return Err(bad("not a skippable frame"));
+            }
+            let mut l = [0u8; 4];
+            l.copy_from_slice(&frame[4..8]);
+            if u32::from_le_bytes(l) as usize != frame.len() - 8 {
+                return Err(bad("frame length does not match the footer"));
+            }
+            frame[8..].to_vec()
+        }
+        Compression::Gzip => {
+            let c = gzip_comment(frame)
+                .ok_or_else(|| bad("not an empty gzip member with a comment"))?;
+            base64::engine::general_purpose::STANDARD
+                .decode(c)
+                .map_err(|_| bad("comment is not base64"))?
+        }
+    };
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(&packed[..])
+        .map_err(|e| bad(&e.to_string()))?
+        .take(MAX_INDEX_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| bad(&format!("does not decompress: {e}")))?;
+    if out.len() as u64 > MAX_INDEX_BYTES {
+        return Err(bad("index larger than the format allows"));
+    }
+    Ok(out)
+}
+
+/// The FCOMMENT of an empty gzip member laid out as [`empty_gzip_member`] writes it.
+fn gzip_comment(m: &[u8]) -> Option<&[u8]> {
+    if m.len() < 10 + 1 + 10 || m[..4] != [0x1f, 0x8b, 8, 0x10] {
+        return None;
+    }
+    let tail = &m[m.len() - 10..];
+    if tail != [0x03, 0x00, 0, 0, 0, 0, 0, 0, 0, 0] {
+        return None;
+    }
+    let body = &m[10..m.len() - 10];
+    let (nul, comment) = body.split_last()?;
+    if *nul != 0 || comment.contains(&0) {
+        return None;
+    }
+    Some(comment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(c: Compression, payload: &[u8], index: &[u8]) -> Vec<u8> {
+        let mut enc = c.encoder(Vec::new()).expect("encoder");
+        enc.write_all(payload).expect("write");
+        let mut out = enc.finish().expect("finish");
+        let off = out.len() as u64;
+        write_index_trailer(&mut out, c, off, index).expect("trailer");
+        out
+    }
+
+    #[test]
+    fn trailer_is_invisible_to_decoders_and_found_by_footer() {
+        for c in [Compression::Zstd, Compression::Gzip] {
+            let payload = b"tar bytes here".repeat(100);
+            let index = b"sitebundle-index 1\n".to_vec();
+            let b = blob(c, &payload, &index);
+            let mut got = Vec::new();
+            c.decoder(&b[..])
+                .expect("decoder")
+                .read_to_end(&mut got)
+                .expect("decode");
+            assert_eq!(got, payload, "{c:?}");
+            let (off, len) = parse_footer(c, &b[b.len() - c.footer_len()..]).expect("footer");
+            let frame = &b[off as usize..(off + len) as usize];
+            assert_eq!(decode_index_frame(c, frame).expect("index"), index);
+        }
+    }
+}

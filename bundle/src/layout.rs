@@ -1,0 +1,233 @@
+//! The layer grouping rule: which layer each file goes into.
+//!
+//! Goals: a next deploy reuses every layer whose files did not change, and the rule is simple
+//! enough for another team to implement from `spec/format.md` ("Layer grouping"). It depends only
+//! on the index (paths, sizes, hashes), never on walk order or thread count.
+//!
+//! 1. Layer 0 holds every directory and symlink (and carries the index trailer).
+//! 2. Each distinct content (BLAKE3 and executable bit: hardlinks share one inode, hence one mode)
+//!    is stored once, in the layer of its *canonical path*: the smallest path (bytewise) carrying
+//!    it. Other paths with that content are hardlinks in the same layer.
+//! 3. Canonical files are split into two classes, *text* (pages, styles, scripts, data: what a
+//!    generator rewrites) and *binary* (images, fonts, archives: what rarely changes), so that a
+//!    site-wide page rebuild does not touch the image layers. Text layers come first.
+//! 4. Within a class, in path order, a layer is cut after file `f` when
+//!    `h(f) mod TARGET < size(f)`, where `h` is the first 8 bytes (LE) of BLAKE3(path). A cut is
+//!    thus expected every TARGET bytes, and where it falls depends on the file at the boundary
+//!    only, so adding or removing a page disturbs the one layer around it (content-defined
+//!    chunking over the sequence of files). A layer is also cut when it reaches 4 x TARGET, and a
+//!    file of TARGET bytes or more always gets a layer of its own.
+//! 5. TARGET = max(4 MiB, the power of two at or above total canonical bytes / 64); it is doubled
+//!    until the bundle has at most [`MAX_LAYERS`](crate::manifest::MAX_LAYERS) layers.
+
+use std::collections::HashMap;
+
+use crate::digest::FileHash;
+use crate::index::{Entry, EntryKind};
+
+/// Smallest layer target size.
+pub const MIN_TARGET: u64 = 4 * 1024 * 1024;
+/// TARGET starts at total / this, rounded up to a power of two.
+pub const TARGET_DIVISOR: u64 = 64;
+/// Extensions of the text class (lowercase). Everything else is binary.
+pub const TEXT_EXTENSIONS: &[&str] = &[
+    "atom",
+    "css",
+    "csv",
+    "htm",
+    "html",
+    "js",
+    "json",
+    "map",
+    "md",
+    "mjs",
+    "rss",
+    "svg",
+    "txt",
+    "webmanifest",
+    "xhtml",
+    "xml",
+    "xsl",
+    "yaml",
+    "yml",
+];
+
+/// Is a path in the text class?
+pub fn is_text(path: &crate::path::SitePath) -> bool {
+    path.extension()
+        .is_some_and(|e| TEXT_EXTENSIONS.contains(&e.as_str()))
+}
+
+/// What makes two files one stored content: same bytes and same executable bit.
+type ContentKey = (FileHash, bool);
+
+fn content_key(e: &Entry) -> Option<ContentKey> {
+    match &e.kind {
+        EntryKind::File {
+            hash, executable, ..
+        } => Some((*hash, *executable)),
+        _ => None,
+    }
+}
+
+fn cut_hash(path: &str) -> u64 {
+    let h = blake3::hash(path.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// Assign `layer` on every entry of `entries` (which must be sorted by path). Returns the number
+/// of layers, layer 0 included.
+pub fn assign_layers(entries: &mut [Entry]) -> u32 {
+    // Canonical path of each content: entries are sorted, so the first seen is the smallest.
+    let mut canonical: HashMap<ContentKey, usize> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if let Some(k) = content_key(e) {
+            canonical.entry(k).or_insert(i);
+        }
+    }
+    let mut text = Vec::new();
+    let mut binary = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if let Some(k) = content_key(e) {
+            if canonical.get(&k) == Some(&i) {
+                let item = (i, e.size(), cut_hash(e.path.as_str()));
+                if is_text(&e.path) {
+                    text.push(item);
+                } else {
+                    binary.push(item);
+                }
+            }
+        }
+    }
+    let total: u64 = text.iter().chain(binary.iter()).map(|&(_, s, _)| s).sum();
+    let mut target = (total / TARGET_DIVISOR)
+        .max(1)
+        .next_power_of_two()
+        .max(MIN_TARGET);
+    let groups = loop {
+        let mut groups = cut(&text, target);
+        groups.extend(cut(&binary, target));
+        if groups.len() < crate::manifest::MAX_LAYERS {
+            break groups;
+        }
+        target = target.saturating_mul(2);
+    };
+    let mut layer_of_canonical: HashMap<usize, u32> = HashMap::new();
+    for (n, g) in groups.iter().enumerate() {
+        for &i in g {
+            layer_of_canonical.insert(i, n as u32 + 1);
+        }
+    }
+    let layer_of_key: HashMap<ContentKey, u32> = canonical
+        .iter()
+        .filter_map(|(h, i)| layer_of_canonical.get(i).map(|l| (*h, *l)))
+        .collect();
+    for e in entries.iter_mut() {
+        e.layer = match content_key(e) {
+            Some(k) => layer_of_key.get(&k).copied().unwrap_or(1),
+            None => 0,
+        };
+    }
+    groups.len() as u32 + 1
+}
+
+/// Cut one class into groups of entry indices (see rule 4).
+fn cut(files: &[(usize, u64, u64)], target: u64) -> Vec<Vec<usize>> {
+    let mut groups = Vec::new();
+    let mut current = Vec::new();
+    let mut acc = 0u64;
+    for &(i, size, h) in files {
+        if size >= target && !current.is_empty() {
+            groups.push(std::mem::take(&mut current));
+            acc = 0;
+        }
+        current.push(i);
+        acc += size;
+        if acc >= target.saturating_mul(4) || h % target < size {
+            groups.push(std::mem::take(&mut current));
+            acc = 0;
+        }
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
+}
+
+/// What goes into one layer's tar stream, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Member<'a> {
+    /// A directory (layer 0).
+    Dir(&'a Entry),
+    /// A symlink (layer 0).
+    Symlink(&'a Entry),
+    /// A regular file: the canonical path of its content.
+    File(&'a Entry),
+    /// A hardlink to the canonical path of the same content, stored earlier in this layer.
+    HardLink(&'a Entry, &'a Entry),
+}
+
+/// The members of layer `n`, in tar order (path order), derived from the index alone.
+pub fn members(entries: &[Entry], n: u32) -> Vec<Member<'_>> {
+    let mut first: HashMap<ContentKey, &Entry> = HashMap::new();
+    let mut out = Vec::new();
+    for e in entries.iter().filter(|e| e.layer == n) {
+        match (&e.kind, content_key(e)) {
+            (EntryKind::Dir, _) => out.push(Member::Dir(e)),
+            (EntryKind::Symlink { .. }, _) => out.push(Member::Symlink(e)),
+            (_, Some(k)) => match first.get(&k) {
+                Some(canon) => out.push(Member::HardLink(e, canon)),
+                None => {
+                    first.insert(k, e);
+                    out.push(Member::File(e));
+                }
+            },
+            (_, None) => {}
+        }
+    }
+    out
+}
+
+/// The canonical tar header of a member.
+pub fn header(m: &Member<'_>) -> crate::tar::TarHeader {
+    use crate::tar::{content_mtime, TarHeader, TarKind, EPOCH_BASE};
+    match m {
+        Member::Dir(e) => TarHeader {
+            path: e.path.to_string(),
+            kind: TarKind::Dir,
+            mode: e.mode(),
+            size: 0,
+            mtime: EPOCH_BASE,
+            link: String::new(),
+        },
+        Member::Symlink(e) => TarHeader {
+            path: e.path.to_string(),
+            kind: TarKind::Symlink,
+            mode: e.mode(),
+            size: 0,
+            mtime: EPOCH_BASE,
+            link: match &e.kind {
+                EntryKind::Symlink { target } => target.clone(),
+                _ => String::new(),
+            },
+        },
+        Member::File(e) => TarHeader {
+            path: e.path.to_string(),
+            kind: TarKind::File,
+            mode: e.mode(),
+            size: e.size(),
+            mtime: e.hash().map(|h| content_mtime(&h.0)).unwrap_or(EPOCH_BASE),
+            link: String::new(),
+        },
+        Member::HardLink(e, canon) => TarHeader {
+            path: e.path.to_string(),
+            kind: TarKind::HardLink,
+            mode: e.mode(),
+            size: 0,
+            mtime: e.hash().map(|h| content_mtime(&h.0)).unwrap_or(EPOCH_BASE),
+            link: canon.path.to_string(),
+        },
+    }
+}

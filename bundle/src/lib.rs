@@ -1,0 +1,64 @@
+//! # sitebundle's bundle format
+//!
+//! A *bundle* is a static site (`_site/`) packed as an image-shaped OCI artifact: an OCI image
+//! manifest, an image config, and tar layers compressed with zstd (or gzip). Its identity, the
+//! **bundle id**, is the digest of the config, which covers the `diff_id` (sha256 of the
+//! uncompressed, canonical tar) of every layer and the sha256 of the per-file index. So the same
+//! site gives the same id on any machine, whatever the zstd version. The full format is in
+//! `spec/format.md`, with test vectors in `spec/test-vectors/`.
+//!
+//! ## Map
+//! | concept | module | main items |
+//! |---|---|---|
+//! | digests | [`digest`] | [`Digest`] (sha256, OCI form), [`FileHash`] (BLAKE3) |
+//! | paths inside a site | [`path`] | [`SitePath`] |
+//! | per-file index | [`index`] | [`Index`], [`Entry`] |
+//! | canonical tar | [`tar`] | [`tar::write_header`], [`tar::TarReader`] |
+//! | layer grouping | [`layout`] | [`layout::assign_layers`] |
+//! | compression + index trailer | [`compress`] | [`Compression`] |
+//! | OCI manifest/config | [`manifest`] | [`Manifest`], [`ImageConfig`] |
+//! | walking a site | [`walk`] | [`walk::walk`], [`WalkOptions`] |
+//! | building | [`build`](mod@build) | [`build()`], [`BuildOptions`], [`BuildReport`] |
+//! | local store | [`store`] | [`Store`] (an OCI image layout), [`BlobSource`] |
+//! | opening | [`reader`] | [`Bundle`] |
+//! | verify / extract / diff | [`verify`](mod@verify), [`extract`](mod@extract), [`diff`](mod@diff) | [`verify()`], [`extract()`], [`diff()`] |
+//! | oci-archive | [`archive`] | [`archive::export`], [`archive::import`] |
+//! | progress | [`progress`] | [`Progress`] |
+//!
+//! This crate is synchronous and uses rayon for CPU work; it has no network code. The
+//! `replicator` crate moves bundles between places and calls into it.
+
+pub mod archive;
+pub mod build;
+pub mod cache;
+mod check;
+pub mod compress;
+pub mod diff;
+pub mod digest;
+pub mod error;
+pub mod extract;
+pub mod index;
+pub mod layout;
+pub mod manifest;
+pub mod path;
+pub mod progress;
+pub mod reader;
+pub mod store;
+pub mod tar;
+pub mod verify;
+pub mod walk;
+
+pub use build::{build, BuildOptions, BuildReport};
+pub use compress::Compression;
+pub use diff::{diff, Diff};
+pub use digest::{Digest, FileHash};
+pub use error::{Error, Result};
+pub use extract::{extract, ExtractOptions, ExtractReport};
+pub use index::{Entry, EntryKind, Index};
+pub use manifest::{ImageConfig, Manifest};
+pub use path::SitePath;
+pub use progress::{NoProgress, Progress};
+pub use reader::Bundle;
+pub use store::{BlobSource, Store};
+pub use verify::{verify, VerifyReport};
+pub use walk::WalkOptions;

@@ -1,0 +1,500 @@
+//! The local store: an OCI image layout directory (`oci-layout`, `index.json`, `blobs/sha256/`).
+//!
+//! Because it is a plain OCI layout, `skopeo copy oci:<store>:<tag> ...` reads it. Blobs are
+//! written to a temporary file in `blobs/sha256/`, hashed while written, and renamed to their
+//! digest only once complete ([`BlobWriter::finish`]), so a blob path always holds the right bytes
+//! and a crash leaves at most a `.tmp-*` file. `index.json` is rewritten by rename under an
+//! exclusive lock (`index.json.lock`), so concurrent builds do not lose each other's entries.
+//! The build cache lives in `cache/` beside the layout; OCI readers ignore it.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{Digest, HashingReader, HashingWriter};
+use crate::error::Error;
+use crate::manifest::{Descriptor, KEY_REF_NAME, MEDIA_INDEX, MEDIA_MANIFEST};
+
+/// Annotation in `index.json` recording the bundle id of a manifest, so ids resolve without
+/// opening every manifest.
+pub const KEY_ID: &str = "dev.sitebundle.id";
+
+/// A place blobs can be read from (the local store, a staging directory, ...).
+pub trait BlobSource: Sync {
+    /// Open a blob for streaming. The caller verifies the digest while reading.
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send + '_>, Error>;
+    /// Read `len` bytes at `offset` of a blob (used to fetch the index trailer without the layer).
+    fn read_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Vec<u8>, Error>;
+}
+
+/// The OCI layout `index.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayoutIndex {
+    /// Always 2.
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+    /// Image index media type.
+    #[serde(rename = "mediaType", default)]
+    pub media_type: String,
+    /// One descriptor per (manifest, tag).
+    pub manifests: Vec<Descriptor>,
+}
+
+impl Default for LayoutIndex {
+    fn default() -> Self {
+        LayoutIndex {
+            schema_version: 2,
+            media_type: MEDIA_INDEX.to_string(),
+            manifests: Vec::new(),
+        }
+    }
+}
+
+/// One bundle known to the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredBundle {
+    /// Manifest digest.
+    pub manifest: Digest,
+    /// Bundle id (config digest).
+    pub id: Option<Digest>,
+    /// Tags pointing at it.
+    pub tags: Vec<String>,
+}
+
+/// The local OCI layout store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// The default location: `$SITEBUNDLE_HOME`, else `$XDG_DATA_HOME/sitebundle`, else
+    /// `~/.local/share/sitebundle`.
+    pub fn default_root() -> PathBuf {
+        if let Some(h) = std::env::var_os("SITEBUNDLE_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(h);
+        }
+        if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(x).join("sitebundle");
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        home.join(".local/share/sitebundle")
+    }
+
+    /// Open (creating if needed) the store at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store, Error> {
+        let root = root.into();
+        let blobs = root.join("blobs/sha256");
+        fs::create_dir_all(&blobs).map_err(Error::io("create store directory", &blobs))?;
+        let layout = root.join("oci-layout");
+        if !layout.exists() {
+            write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        let index = root.join("index.json");
+        if !index.exists() {
+            write_atomic(
+                &index,
+                &serde_json::to_vec(&LayoutIndex::default()).unwrap_or_default(),
+            )?;
+        }
+        Ok(Store { root })
+    }
+
+    /// The store directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the build cache lives.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
+    /// Path of a blob (which may not exist).
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    /// Is the blob present?
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// Size of a present blob.
+    pub fn blob_size(&self, d: &Digest) -> Result<u64, Error> {
+        let p = self.blob_path(d);
+        match fs::metadata(&p) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::BlobMissing { digest: *d }),
+            Err(e) => Err(Error::Io {
+                op: "stat",
+                path: p,
+                source: e,
+            }),
+        }
+    }
+
+    /// Read a whole (small) blob and check its digest.
+    pub fn read_blob(&self, d: &Digest, max: u64) -> Result<Vec<u8>, Error> {
+        let mut r = HashingReader::new(self.open_blob(d)?.take(max + 1));
+        let mut buf = Vec::new();
+        r.read_to_end(&mut buf)
+            .map_err(Error::io("read", self.blob_path(d)))?;
+        if buf.len() as u64 > max {
+            return Err(Error::corrupt(
+                format!("blob {d}"),
+                format!("larger than {max} bytes"),
+            ));
+        }
+        let (found, _) = r.finish();
+        if found != *d {
+            return Err(Error::DigestMismatch {
+                what: format!("blob {}", d),
+                expected: *d,
+                found,
+            });
+        }
+        Ok(buf)
+    }
+
+    /// Start writing a blob; its digest is known at [`BlobWriter::finish`].
+    pub fn blob_writer(&self) -> Result<BlobWriter, Error> {
+        let dir = self.root.join("blobs/sha256");
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&dir)
+            .map_err(Error::io("create temporary blob in", &dir))?;
+        let file = tmp.reopen().map_err(Error::io("open", tmp.path()))?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            tmp,
+            out: HashingWriter::new(BufWriter::with_capacity(256 * 1024, file)),
+        })
+    }
+
+    /// Store `bytes` as a blob and return its digest.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest, Error> {
+        let d = Digest::of(bytes);
+        if self.has_blob(&d) {
+            return Ok(d);
+        }
+        let mut w = self.blob_writer()?;
+        w.write_all(bytes)
+            .map_err(Error::io("write blob", self.blob_path(&d)))?;
+        w.finish().map(|(d, _)| d)
+    }
+
+    /// Read `index.json`.
+    pub fn layout_index(&self) -> Result<LayoutIndex, Error> {
+        let p = self.root.join("index.json");
+        let bytes = fs::read(&p).map_err(Error::io("read", &p))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(p.display().to_string(), e.to_string()))
+    }
+
+    /// Record a manifest in `index.json`, with its bundle id and the given tags. A tag that
+    /// pointed elsewhere is moved; a manifest with no tag gets one untagged entry.
+    pub fn add_manifest(
+        &self,
+        manifest: Digest,
+        size: u64,
+        id: Digest,
+        tags: &[String],
+    ) -> Result<(), Error> {
+        for t in tags {
+            validate_tag(t)?;
+        }
+        self.update_index(|idx| {
+            let mut annotations = std::collections::BTreeMap::new();
+            annotations.insert(KEY_ID.to_string(), id.to_string());
+            let entry = |tag: Option<&String>| {
+                let mut a = annotations.clone();
+                if let Some(t) = tag {
+                    a.insert(KEY_REF_NAME.to_string(), t.clone());
+                }
+                Descriptor {
+                    media_type: MEDIA_MANIFEST.to_string(),
+                    digest: manifest,
+                    size,
+                    annotations: a,
+                }
+            };
+            idx.manifests.retain(|d| {
+                let tag = d.annotations.get(KEY_REF_NAME);
+                let moved = tag.is_some_and(|t| tags.contains(t));
+                let dup_untagged = tag.is_none() && d.digest == manifest;
+                !moved && !dup_untagged
+            });
+            let already_tagged = idx.manifests.iter().any(|d| d.digest == manifest);
+            if tags.is_empty() {
+                if !already_tagged {
+                    idx.manifests.push(entry(None));
+                }
+            } else {
+                for t in tags {
+                    idx.manifests.push(entry(Some(t)));
+                }
+            }
+        })
+    }
+
+    /// Remove a tag (the bundle stays, untagged if it was its last tag).
+    pub fn untag(&self, tag: &str) -> Result<bool, Error> {
+        let mut found = false;
+        self.update_index(|idx| {
+            for d in idx.manifests.iter_mut() {
+                if d.annotations.get(KEY_REF_NAME).map(String::as_str) == Some(tag) {
+                    d.annotations.remove(KEY_REF_NAME);
+                    found = true;
+                }
+            }
+            let mut seen = std::collections::HashSet::new();
+            idx.manifests
+                .retain(|d| d.annotations.contains_key(KEY_REF_NAME) || seen.insert(d.digest));
+        })?;
+        Ok(found)
+    }
+
+    fn update_index(&self, f: impl FnOnce(&mut LayoutIndex)) -> Result<(), Error> {
+        let lock_path = self.root.join("index.json.lock");
+        let lock = File::create(&lock_path).map_err(Error::io("create", &lock_path))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+            Error::Io {
+                op: "lock",
+                path: lock_path.clone(),
+                source: e.into(),
+            }
+        })?;
+        let mut idx = self.layout_index()?;
+        f(&mut idx);
+        let bytes = serde_json::to_vec_pretty(&idx).unwrap_or_default();
+        write_atomic(&self.root.join("index.json"), &bytes)
+        // The lock is released when `lock` is dropped.
+    }
+
+    /// Every bundle in the store, grouped by manifest.
+    pub fn list(&self) -> Result<Vec<StoredBundle>, Error> {
+        let idx = self.layout_index()?;
+        let mut out: Vec<StoredBundle> = Vec::new();
+        for d in idx.manifests {
+            let id = d.annotations.get(KEY_ID).and_then(|s| s.parse().ok());
+            let tag = d.annotations.get(KEY_REF_NAME).cloned();
+            match out.iter_mut().find(|b| b.manifest == d.digest) {
+                Some(b) => b.tags.extend(tag),
+                None => out.push(StoredBundle {
+                    manifest: d.digest,
+                    id,
+                    tags: tag.into_iter().collect(),
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resolve a reference to a manifest digest. A reference is a tag, a full digest (manifest
+    /// digest or bundle id), or a unique prefix of one (`sha256:` optional, at least 4 hex digits).
+    pub fn resolve(&self, reference: &str) -> Result<Digest, Error> {
+        let bundles = self.list()?;
+        if let Some(b) = bundles
+            .iter()
+            .find(|b| b.tags.iter().any(|t| t == reference))
+        {
+            return Ok(b.manifest);
+        }
+        let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+        let is_hex =
+            hex.len() >= 4 && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_hex {
+            return Err(Error::UnknownRef {
+                reference: reference.to_string(),
+            });
+        }
+        let hex = hex.to_ascii_lowercase();
+        let mut matches: Vec<Digest> = Vec::new();
+        for b in &bundles {
+            let hit = b.manifest.hex().starts_with(&hex)
+                || b.id.is_some_and(|id| id.hex().starts_with(&hex));
+            if hit && !matches.contains(&b.manifest) {
+                matches.push(b.manifest);
+            }
+        }
+        match matches.len() {
+            0 => Err(Error::UnknownRef {
+                reference: reference.to_string(),
+            }),
+            1 => Ok(matches[0]),
+            _ => Err(Error::AmbiguousRef {
+                reference: reference.to_string(),
+                candidates: matches
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+}
+
+impl BlobSource for Store {
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send + '_>, Error> {
+        let p = self.blob_path(digest);
+        match File::open(&p) {
+            Ok(f) => Ok(Box::new(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(Error::BlobMissing { digest: *digest })
+            }
+            Err(e) => Err(Error::Io {
+                op: "open",
+                path: p,
+                source: e,
+            }),
+        }
+    }
+
+    fn read_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
+        use std::os::unix::fs::FileExt;
+        let p = self.blob_path(digest);
+        let f = File::open(&p).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::BlobMissing { digest: *digest },
+            _ => Error::Io {
+                op: "open",
+                path: p.clone(),
+                source: e,
+            },
+        })?;
+        let len = usize::try_from(len)
+            .map_err(|_| Error::corrupt(format!("blob {digest}"), "range too large"))?;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, offset)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => {
+                    Error::corrupt(format!("blob {digest}"), "shorter than its descriptor says")
+                }
+                _ => Error::Io {
+                    op: "read",
+                    path: p.clone(),
+                    source: e,
+                },
+            })?;
+        Ok(buf)
+    }
+}
+
+/// A blob being written; hashed as it goes, named by its digest when finished.
+pub struct BlobWriter {
+    store: Store,
+    tmp: tempfile::NamedTempFile,
+    out: HashingWriter<BufWriter<File>>,
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.out.len()
+    }
+
+    /// True when nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    /// Flush, and rename into place under its digest. Returns (digest, size).
+    pub fn finish(self) -> Result<(Digest, u64), Error> {
+        let (buf, digest, size) = self.out.finish();
+        let file = buf.into_inner().map_err(|e| Error::Io {
+            op: "write",
+            path: self.tmp.path().to_path_buf(),
+            source: e.into_error(),
+        })?;
+        drop(file);
+        let dest = self.store.blob_path(&digest);
+        if dest.exists() {
+            // Same digest, same bytes: keep the existing file, drop ours.
+            return Ok((digest, size));
+        }
+        self.tmp.persist(&dest).map_err(|e| Error::Io {
+            op: "rename blob to",
+            path: dest.clone(),
+            source: e.error,
+        })?;
+        Ok((digest, size))
+    }
+
+    /// Finish, and fail unless the bytes hash to `expected`.
+    pub fn finish_verified(self, expected: &Digest, what: &str) -> Result<u64, Error> {
+        let (buf, digest, size) = self.out.finish();
+        drop(buf.into_inner().map_err(|e| Error::Io {
+            op: "write",
+            path: self.tmp.path().to_path_buf(),
+            source: e.into_error(),
+        })?);
+        if digest != *expected {
+            return Err(Error::DigestMismatch {
+                what: what.to_string(),
+                expected: *expected,
+                found: digest,
+            });
+        }
+        let dest = self.store.blob_path(&digest);
+        if !dest.exists() {
+            self.tmp.persist(&dest).map_err(|e| Error::Io {
+                op: "rename blob to",
+                path: dest.clone(),
+                source: e.error,
+            })?;
+        }
+        Ok(size)
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Validate a tag: what OCI allows in a reference tag.
+pub fn validate_tag(t: &str) -> Result<(), Error> {
+    let ok = !t.is_empty()
+        && t.len() <= 128
+        && t.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidRef {
+            reference: t.to_string(),
+            reason: "a tag is 1-128 of [A-Za-z0-9._-], starting with a letter, digit or _",
+        })
+    }
+}
+
+/// Write a small file atomically: temporary sibling, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(Error::io("create temporary file in", dir))?;
+    tmp.write_all(bytes)
+        .map_err(Error::io("write", tmp.path()))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(Error::io("sync", tmp.path()))?;
+    tmp.persist(path).map_err(|e| Error::Io {
+        op: "rename into",
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
+}

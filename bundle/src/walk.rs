@@ -1,0 +1,250 @@
+//! Walking a site directory: what is accepted, what is refused, and in which order.
+//!
+//! The walk is sorted (bytewise by name) and does not follow symlinks. It refuses, with an error
+//! naming the path: non-UTF-8 names, names with control characters, two names in one directory
+//! that differ only by Unicode normalization (they collide on macOS and in URLs), fifos, sockets
+//! and devices, and symlinks that are absolute, escape the site or dangle. A symlink that stays
+//! inside the site is kept as a symlink. `--exclude` patterns and `--drop-bad-symlinks` are the
+//! documented ways around a refusal.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use unicode_normalization::UnicodeNormalization;
+
+use crate::error::{Error, SymlinkProblem};
+use crate::path::SitePath;
+
+/// Options of the walk.
+#[derive(Debug, Clone, Default)]
+pub struct WalkOptions {
+    /// Glob patterns of paths to leave out (see [`glob_match`]).
+    pub exclude: Vec<String>,
+    /// Leave out bad symlinks (with a warning) instead of refusing the site.
+    pub drop_bad_symlinks: bool,
+}
+
+/// A regular file found by the walk, with what the build cache keys on.
+#[derive(Debug, Clone)]
+pub struct WalkedFile {
+    /// Path inside the site.
+    pub path: SitePath,
+    /// Path on disk.
+    pub fs_path: PathBuf,
+    /// Size from `lstat`.
+    pub size: u64,
+    /// Any execute bit set.
+    pub executable: bool,
+    /// (dev, ino, mtime ns, ctime ns): a change to the file changes at least one of these.
+    pub stamp: (u64, u64, i128, i128),
+}
+
+/// Everything the walk found.
+#[derive(Debug, Default)]
+pub struct Walked {
+    /// Directories (not the root).
+    pub dirs: Vec<SitePath>,
+    /// Symlinks and their targets.
+    pub symlinks: Vec<(SitePath, String)>,
+    /// Regular files.
+    pub files: Vec<WalkedFile>,
+    /// Things left out, for the user to see.
+    pub warnings: Vec<String>,
+}
+
+/// Walk `root`.
+pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked, Error> {
+    let meta = fs::metadata(root).map_err(|_| Error::SourceMissing {
+        path: root.to_path_buf(),
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::SourceMissing {
+            path: root.to_path_buf(),
+        });
+    }
+    let canon_root = fs::canonicalize(root).map_err(Error::io("resolve", root))?;
+    let mut out = Walked::default();
+    let mut stack: Vec<(PathBuf, Option<SitePath>)> = vec![(root.to_path_buf(), None)];
+    while let Some((dir, site_dir)) = stack.pop() {
+        let mut children = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(Error::io("read directory", &dir))? {
+            let entry = entry.map_err(Error::io("read directory", &dir))?;
+            children.push(entry);
+        }
+        children.sort_by_key(|a| a.file_name());
+        let mut normalized: HashMap<String, String> = HashMap::new();
+        // Subdirectories are pushed in reverse so they pop in sorted order (cosmetic: the index
+        // is sorted again anyway).
+        let mut subdirs = Vec::new();
+        for entry in children {
+            let fs_path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_str().ok_or_else(|| Error::NonUtf8Name {
+                path: fs_path.to_string_lossy().into_owned(),
+            })?;
+            let path = match &site_dir {
+                Some(d) => d.join(name)?,
+                None => SitePath::new(name)?,
+            };
+            if opts.exclude.iter().any(|p| glob_match(p, path.as_str())) {
+                out.warnings.push(format!("excluded {path}"));
+                continue;
+            }
+            let nfc: String = name.nfc().collect();
+            if let Some(other) = normalized.insert(nfc, name.to_string()) {
+                let first = match &site_dir {
+                    Some(d) => format!("{d}/{other}"),
+                    None => other,
+                };
+                return Err(Error::NormalizationCollision {
+                    first,
+                    second: path.to_string(),
+                });
+            }
+            let md = fs::symlink_metadata(&fs_path).map_err(Error::io("stat", &fs_path))?;
+            let ft = md.file_type();
+            if ft.is_dir() {
+                out.dirs.push(path.clone());
+                subdirs.push((fs_path, Some(path)));
+            } else if ft.is_file() {
+                out.files.push(WalkedFile {
+                    path,
+                    fs_path,
+                    size: md.len(),
+                    executable: md.mode() & 0o111 != 0,
+                    stamp: (
+                        md.dev(),
+                        md.ino(),
+                        i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
+                        i128::from(md.ctime()) * 1_000_000_000 + i128::from(md.ctime_nsec()),
+                    ),
+                });
+            } else if ft.is_symlink() {
+                match check_symlink(&canon_root, &fs_path, &path) {
+                    Ok(target) => out.symlinks.push((path, target)),
+                    Err(e @ Error::BadSymlink { .. }) if opts.drop_bad_symlinks => {
+                        out.warnings.push(format!("dropped {e}"));
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                let kind = if ft.is_fifo() {
+                    "fifo"
+                } else if ft.is_socket() {
+                    "socket"
+                } else if ft.is_block_device() {
+                    "block device"
+                } else if ft.is_char_device() {
+                    "character device"
+                } else {
+                    "special file"
+                };
+                return Err(Error::SpecialFile {
+                    path: path.to_string(),
+                    kind,
+                });
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    if out.files.is_empty() {
+        return Err(Error::SourceEmpty {
+            path: root.to_path_buf(),
+        });
+    }
+    Ok(out)
+}
+
+/// Check a symlink: relative, lexically inside the site, and its target (followed through any
+/// further links) exists inside the site.
+fn check_symlink(canon_root: &Path, fs_path: &Path, path: &SitePath) -> Result<String, Error> {
+    let raw = fs::read_link(fs_path).map_err(Error::io("read link", fs_path))?;
+    let target = raw
+        .to_str()
+        .ok_or_else(|| Error::NonUtf8Name {
+            path: fs_path.to_string_lossy().into_owned(),
+        })?
+        .to_string();
+    crate::index::check_link_target(path, &target)?;
+    let bad = |problem| Error::BadSymlink {
+        path: path.to_string(),
+        target: target.clone(),
+        problem,
+    };
+    let resolved = fs::canonicalize(fs_path).map_err(|_| bad(SymlinkProblem::Dangling))?;
+    if !resolved.starts_with(canon_root) {
+        return Err(bad(SymlinkProblem::Escapes));
+    }
+    Ok(target)
+}
+
+/// Match a site path against a glob: `*` matches within one component, `**` any number of
+/// components, `?` one character. A pattern without `/` also matches any path whose last
+/// component it matches (like `.gitignore`). A pattern that matches a directory excludes it all.
+pub fn glob_match(pattern: &str, path: &str) -> bool {
+    let pattern = pattern.trim_start_matches('/');
+    if !pattern.contains('/') {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        return match_component(pattern.as_bytes(), name.as_bytes());
+    }
+    let pat: Vec<&str> = pattern.trim_end_matches('/').split('/').collect();
+    let parts: Vec<&str> = path.split('/').collect();
+    match_parts(&pat, &parts)
+}
+
+fn match_parts(pat: &[&str], parts: &[&str]) -> bool {
+    match pat.split_first() {
+        None => parts.is_empty(),
+        Some((&"**", rest)) => (0..=parts.len()).any(|i| match_parts(rest, &parts[i..])),
+        Some((p, rest)) => match parts.split_first() {
+            Some((c, more)) => {
+                match_component(p.as_bytes(), c.as_bytes()) && match_parts(rest, more)
+            }
+            None => false,
+        },
+    }
+}
+
+fn match_component(p: &[u8], s: &[u8]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| match_component(rest, &s[i..])),
+        Some((b'?', rest)) => {
+            // One UTF-8 character.
+            match s.first() {
+                None => false,
+                Some(&b) => {
+                    let len = if b < 0x80 {
+                        1
+                    } else if b >= 0xF0 {
+                        4
+                    } else if b >= 0xE0 {
+                        3
+                    } else {
+                        2
+                    };
+                    s.len() >= len && match_component(rest, &s[len..])
+                }
+            }
+        }
+        Some((c, rest)) => s.first() == Some(c) && match_component(rest, &s[1..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*.map", "a/b/x.js.map"));
+        assert!(glob_match("links/outside-*", "links/outside-absolute"));
+        assert!(!glob_match("links/outside-*", "links/inside.html"));
+        assert!(glob_match("drafts/**", "drafts/a/b.html"));
+        assert!(glob_match("**/secret.txt", "a/b/secret.txt"));
+        assert!(glob_match("unicode/caf?.html", "unicode/café.html"));
+        assert!(!glob_match("a/*", "a/b/c"));
+    }
+}

@@ -1,0 +1,48 @@
+//! `sitebundle export` and `sitebundle import`.
+
+use anyhow::Result;
+
+use super::{bars, human, open_bundle, open_store, print_json};
+use crate::args::{ExportArgs, Global, ImportArgs};
+
+pub fn export(g: &Global, a: ExportArgs) -> Result<u8> {
+    let store = open_store(g)?;
+    let b = open_bundle(&store, &a.reference)?;
+    let len = bundle::archive::export(&store, &b, &a.name, &a.output)?;
+    if g.json {
+        print_json(
+            &serde_json::json!({"id": b.id().to_string(), "manifest": b.meta.manifest_digest.to_string(), "file": a.output, "size": len}),
+        )?;
+    } else {
+        println!(
+            "wrote {} ({}) to {}",
+            b.id(),
+            human(len),
+            a.output.display()
+        );
+    }
+    Ok(0)
+}
+
+pub fn import(g: &Global, a: ImportArgs) -> Result<u8> {
+    let store = open_store(g)?;
+    let got = bundle::archive::import(&store, &a.file, &bars(g))?;
+    if g.json {
+        let v: Vec<_> = got
+            .iter()
+            .map(|(b, t)| serde_json::json!({"id": b.id().to_string(), "manifest": b.meta.manifest_digest.to_string(), "tags": t}))
+            .collect();
+        print_json(&v)?;
+    } else {
+        for (b, t) in &got {
+            eprintln!(
+                "imported and verified {} (manifest {}) {}",
+                b.id(),
+                b.meta.manifest_digest,
+                t.join(" ")
+            );
+            println!("{}", b.id());
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,46 @@
+//! `sitebundle build DIR`.
+
+use anyhow::{bail, Result};
+use bundle::{BuildOptions, WalkOptions};
+
+use super::{bars, human, open_store, print_json};
+use crate::args::{BuildArgs, Global};
+
+pub fn run(g: &Global, a: BuildArgs) -> Result<u8> {
+    let store = open_store(g)?;
+    let Some((os, arch)) = a.platform.split_once('/') else {
+        bail!(
+            "--platform {:?} is not OS/ARCH (for example linux/amd64)",
+            a.platform
+        );
+    };
+    let opts = BuildOptions {
+        compression: a.compression,
+        os: os.into(),
+        architecture: arch.into(),
+        walk: WalkOptions {
+            exclude: a.exclude,
+            drop_bad_symlinks: a.drop_bad_symlinks,
+        },
+        use_mmap: !a.no_mmap,
+        use_cache: !a.no_cache,
+        tags: a.tag,
+    };
+    let r = bundle::build(&a.dir, &store, &opts, &bars(g))?;
+    if g.json {
+        print_json(&r)?;
+    } else {
+        eprintln!(
+            "built {} files ({}) into {} layers ({} reused, {} compressed); manifest {}",
+            r.files,
+            human(r.bytes),
+            r.layers,
+            r.layers_reused,
+            human(r.compressed_bytes),
+            r.manifest
+        );
+    }
+    // The contract: the last line of stdout is the bundle id.
+    println!("{}", r.id);
+    Ok(0)
+}

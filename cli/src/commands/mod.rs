@@ -1,0 +1,72 @@
+//! One module per command; each takes parsed arguments and returns an exit code.
+
+mod archive;
+mod build;
+mod diff;
+mod extract;
+mod inspect;
+mod ls;
+mod store;
+mod verify;
+
+use anyhow::Result;
+use bundle::{Bundle, Store};
+
+use crate::args::{Cli, Command, Global};
+use crate::progress::Bars;
+
+/// Run the command.
+pub fn run(cli: Cli) -> Result<u8> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Build(a) => build::run(g, a),
+        Command::Ls(a) => ls::run(g, &a.reference),
+        Command::Inspect(a) => inspect::run(g, &a.reference),
+        Command::Verify(a) => verify::run(g, &a.reference),
+        Command::Diff(a) => diff::run(g, a),
+        Command::Extract(a) => extract::run(g, a),
+        Command::Export(a) => archive::export(g, a),
+        Command::Import(a) => archive::import(g, a),
+        Command::List => store::list(g),
+        Command::Tag(a) => store::tag(g, a),
+    }
+}
+
+/// Open the local store named by `--store` / `SITEBUNDLE_HOME`, or the default.
+pub fn open_store(g: &Global) -> Result<Store> {
+    let root = g.store.clone().unwrap_or_else(Store::default_root);
+    Ok(Store::open(root)?)
+}
+
+/// Resolve and open a bundle of the local store.
+pub fn open_bundle(store: &Store, reference: &str) -> Result<Bundle> {
+    let m = store.resolve(reference)?;
+    Ok(Bundle::open(store, &m)?)
+}
+
+/// Progress bars for this invocation.
+pub fn bars(g: &Global) -> Bars {
+    Bars::new(g.quiet, g.json)
+}
+
+/// Print a value as pretty JSON on stdout.
+pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Human-readable byte count.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,36 @@
+//! `sitebundle list` and `sitebundle tag`.
+
+use anyhow::Result;
+
+use super::{open_store, print_json};
+use crate::args::{Global, TagArgs};
+
+pub fn list(g: &Global) -> Result<u8> {
+    let store = open_store(g)?;
+    let bundles = store.list()?;
+    if g.json {
+        print_json(&bundles)?;
+    } else {
+        for b in bundles {
+            let id = b.id.map(|d| d.to_string()).unwrap_or_else(|| "-".into());
+            println!("{id}  manifest {}  {}", b.manifest, b.tags.join(","));
+        }
+    }
+    Ok(0)
+}
+
+pub fn tag(g: &Global, a: TagArgs) -> Result<u8> {
+    let store = open_store(g)?;
+    let m = store.resolve(&a.reference)?;
+    let b = bundle::Bundle::open(&store, &m)?;
+    store.add_manifest(
+        m,
+        store.blob_size(&m)?,
+        b.id(),
+        std::slice::from_ref(&a.tag),
+    )?;
+    if !g.quiet {
+        eprintln!("tagged {} as {}", b.id(), a.tag);
+    }
+    Ok(0)
+}
