@@ -29,7 +29,7 @@ pub fn run(g: &Global, a: BuildArgs) -> Result<u8> {
     let r = bundle::build(&a.dir, &store, &opts, &bars(g))?;
     if g.json {
         print_json(&r)?;
-    } else {
+    } else if !g.quiet {
         eprintln!(
             "built {} files ({}) into {} layers ({} reused, {} compressed); manifest {}",
             r.files,

@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""An independent reader of sitebundle format 1, written from spec/format.md alone.
+
+It shares no code with the Rust implementation. Given an OCI image layout and a tag, it checks
+every digest, decodes the index from layer 0's trailer, recomputes the layer grouping (spec §6),
+regenerates the canonical tar stream of every layer (spec §5) and requires the decompressed layer
+to equal it byte for byte, with every file's BLAKE3 matching the index. With --extract DIR it then
+writes the tree.
+
+Needs: Python 3.9+, the `blake3` module (pip install blake3), and the `zstd` and `gzip` commands.
+Usage: read_bundle.py LAYOUT_DIR TAG [--extract DIR]   (prints the bundle id; exit 1 on any failure)
+"""
+import base64
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import blake3
+
+TEXT_EXT = set("atom css csv htm html js json map md mjs rss svg txt webmanifest xhtml xml xsl yaml yml".split())
+EPOCH = 946684800
+MIB4 = 4 * 1024 * 1024
+
+
+class Bad(Exception):
+    pass
+
+
+def sha256(b):
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def blob(layout, digest):
+    with open(os.path.join(layout, "blobs", "sha256", digest.split(":", 1)[1]), "rb") as f:
+        data = f.read()
+    if sha256(data) != digest:
+        raise Bad(f"blob {digest} does not match its digest")
+    return data
+
+
+def decompress(media_type, data):
+    tool = ["zstd", "-dc"] if media_type.endswith("+zstd") else ["gzip", "-dc"]
+    p = subprocess.run(tool, input=data, capture_output=True)
+    if p.returncode != 0:
+        raise Bad(f"{tool[0]} failed: {p.stderr.decode(errors='replace')}")
+    return p.stdout
+
+
+def read_index(media_type, layer0):
+    if media_type.endswith("+zstd"):
+        foot = layer0[-32:]
+        if foot[:8] != struct.pack("<II", 0x184D2A5E, 24) or foot[8:16] != b"SBINDEX1":
+            raise Bad("no zstd index footer")
+        off, length = struct.unpack("<QQ", foot[16:32])
+        if off + length != len(layer0) - 32:
+            raise Bad("footer does not locate the index frame")
+        frame = layer0[off:off + length]
+        magic, n = struct.unpack("<II", frame[:8])
+        if magic != 0x184D2A5E or n != len(frame) - 8:
+            raise Bad("bad index frame")
+        packed = frame[8:]
+    else:
+        foot = layer0[-61:]
+        comment = foot[10:-11]
+        if foot[:4] != b"\x1f\x8b\x08\x10" or not comment.startswith(b"SBINDEX1"):
+            raise Bad("no gzip index footer")
+        off, length = int(comment[8:24], 16), int(comment[24:40], 16)
+        if off + length != len(layer0) - 61:
+            raise Bad("footer does not locate the index member")
+        member = layer0[off:off + length]
+        packed = base64.b64decode(member[10:-11], validate=True)
+    return decompress("+zstd", packed)
+
+
+def parse_index(raw):
+    text = raw.decode("utf-8")
+    lines = text.split("\n")
+    if lines[0] != "sitebundle-index 1" or lines[-1] != "":
+        raise Bad("bad index header or unterminated last line")
+    entries = []
+    for line in lines[1:-1]:
+        f = line.split("\t")
+        t = f[0]
+        e = {"type": t, "mode": f[1], "size": int(f[2]), "layer": int(f[3]), "hash": f[4], "path": f[5]}
+        if t == "l":
+            if len(f) != 7:
+                raise Bad("symlink line needs 7 fields")
+            e["target"] = f[6]
+        elif len(f) != 6 or t not in "df":
+            raise Bad(f"bad line {line!r}")
+        for comp in e["path"].split("/"):
+            if comp in ("", ".", ".."):
+                raise Bad(f"bad path {e['path']!r}")
+        entries.append(e)
+    paths = [e["path"].encode() for e in entries]
+    if paths != sorted(set(paths)):
+        raise Bad("index not sorted or has duplicates")
+    dirs = {e["path"] for e in entries if e["type"] == "d"}
+    for e in entries:
+        parent = e["path"].rsplit("/", 1)[0] if "/" in e["path"] else None
+        if parent is not None and parent not in dirs:
+            raise Bad(f"parent of {e['path']} missing")
+    return entries
+
+
+def is_text(path):
+    name = path.rsplit("/", 1)[-1]
+    dot = name.rfind(".")
+    return dot > 0 and name[dot + 1:].lower() in TEXT_EXT
+
+
+def group(entries):
+    """Spec §6: returns {(hash, exec): layer} for every content."""
+    canon = {}
+    for e in entries:  # sorted: first seen is the smallest path
+        if e["type"] == "f":
+            canon.setdefault((e["hash"], e["mode"]), e)
+    files = list(canon.values())
+    total = sum(e["size"] for e in files)
+    target = 1
+    while target < max(1, total // 64):
+        target *= 2
+    target = max(target, MIB4)
+    while True:
+        groups = []
+        for cls in (True, False):
+            cur, acc = [], 0
+            for e in (x for x in files if is_text(x["path"]) == cls):
+                if e["size"] >= target and cur:
+                    groups.append(cur)
+                    cur, acc = [], 0
+                cur.append(e)
+                acc += e["size"]
+                h = int.from_bytes(blake3.blake3(e["path"].encode()).digest()[:8], "little")
+                if acc >= 4 * target or h % target < e["size"]:
+                    groups.append(cur)
+                    cur, acc = [], 0
+            if cur:
+                groups.append(cur)
+        if len(groups) < 100:
+            break
+        target *= 2
+    return {(e["hash"], e["mode"]): n + 1 for n, g in enumerate(groups) for e in g}
+
+
+def octal(v, width):
+    return b"%0*o\0" % (width - 1, v)
+
+
+def pax_record(key, value):
+    rest = len(key) + len(value) + 3
+    n = rest + 1
+    while len(str(n)) + rest > n:
+        n += 1
+    n = len(str(n)) + rest
+    return str(n).encode() + b" " + key.encode() + b"=" + value + b"\n"
+
+
+def ustar(name, flag, mode, size, mtime, link):
+    b = bytearray(512)
+    b[0:len(name)] = name
+    b[100:108] = octal(mode, 8)
+    b[108:116] = octal(0, 8)
+    b[116:124] = octal(0, 8)
+    b[124:136] = octal(size, 12)
+    b[136:148] = octal(mtime, 12)
+    b[156:157] = flag
+    b[157:157 + len(link)] = link
+    b[257:263] = b"ustar\0"
+    b[263:265] = b"00"
+    b[329:337] = octal(0, 8)
+    b[337:345] = octal(0, 8)
+    b[148:156] = b" " * 8
+    b[148:156] = b"%06o\0 " % sum(b)
+    return bytes(b)
+
+
+def pad(n):
+    return b"\0" * ((512 - n % 512) % 512)
+
+
+def header(path, flag, mode, size, mtime, link=b""):
+    name = path.encode() + (b"/" if flag == b"5" else b"")
+    pax = b""
+    need_path = len(name) > 100 or not name.isascii()
+    need_link = len(link) > 100 or not link.isascii()
+    need_size = size > 0o77777777777
+    if need_link:
+        pax += pax_record("linkpath", link)
+    if need_path:
+        pax += pax_record("path", name)
+    if need_size:
+        pax += pax_record("size", str(size).encode())
+    out = b""
+    if pax:
+        out += ustar(b"././@PaxHeader", b"x", 0o644, len(pax), mtime, b"") + pax + pad(len(pax))
+    out += ustar(b"" if need_path else name, flag, mode, 0 if need_size else size, mtime, b"" if need_link else link)
+    return out
+
+
+def file_mtime(hexhash):
+    return EPOCH + (int.from_bytes(bytes.fromhex(hexhash)[:4], "little") >> 4)
+
+
+def check_layer(n, entries, stream, files_out):
+    """Regenerate layer n from the index, splicing contents from `stream`; compare."""
+    pos = 0
+    first = {}
+    for e in (x for x in entries if x["layer"] == n):
+        if e["type"] == "d":
+            h = header(e["path"], b"5", 0o755, 0, EPOCH)
+        elif e["type"] == "l":
+            h = header(e["path"], b"2", 0o777, 0, EPOCH, e["target"].encode())
+        else:
+            key = (e["hash"], e["mode"])
+            mt = file_mtime(e["hash"])
+            if key in first:
+                h = header(e["path"], b"1", int(e["mode"], 8), 0, mt, first[key].encode())
+            else:
+                first[key] = e["path"]
+                h = header(e["path"], b"0", int(e["mode"], 8), e["size"], mt)
+        if stream[pos:pos + len(h)] != h:
+            raise Bad(f"layer {n}: header of {e['path']} differs from the canonical one")
+        pos += len(h)
+        if e["type"] == "f" and e["path"] == first.get((e["hash"], e["mode"])):
+            content = stream[pos:pos + e["size"]]
+            if len(content) != e["size"] or blake3.blake3(content).hexdigest() != e["hash"]:
+                raise Bad(f"file {e['path']}: content does not match its BLAKE3")
+            files_out[e["path"]] = content
+            pos += e["size"]
+            if stream[pos:pos + len(pad(e["size"]))] != pad(e["size"]):
+                raise Bad(f"layer {n}: bad padding after {e['path']}")
+            pos += len(pad(e["size"]))
+    if stream[pos:] != b"\0" * 1024:
+        raise Bad(f"layer {n}: does not end with exactly two zero blocks")
+
+
+def read(layout, tag, extract=None):
+    index = json.load(open(os.path.join(layout, "index.json")))
+    descs = [d for d in index["manifests"] if d.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
+    if len(descs) != 1:
+        raise Bad(f"tag {tag!r} not found once in index.json")
+    manifest = json.loads(blob(layout, descs[0]["digest"]))
+    if manifest.get("schemaVersion") != 2 or manifest.get("mediaType") != "application/vnd.oci.image.manifest.v1+json":
+        raise Bad("not an OCI image manifest")
+    if "artifactType" in manifest or manifest.get("annotations", {}).get("dev.sitebundle.format") != "1":
+        raise Bad("not a sitebundle format 1 manifest")
+    config_bytes = blob(layout, manifest["config"]["digest"])
+    config = json.loads(config_bytes)
+    labels = config["config"]["Labels"]
+    layers = manifest["layers"]
+    mts = {l["mediaType"] for l in layers}
+    if len(mts) != 1 or not (mts <= {"application/vnd.oci.image.layer.v1.tar+zstd", "application/vnd.oci.image.layer.v1.tar+gzip"}):
+        raise Bad("layers must share one supported media type")
+    mt = layers[0]["mediaType"]
+    if len(config["rootfs"]["diff_ids"]) != len(layers) or not 1 <= len(layers) <= 100:
+        raise Bad("diff_ids and layers disagree")
+    blobs = [blob(layout, l["digest"]) for l in layers]
+    for l, b in zip(layers, blobs):
+        if len(b) != l["size"]:
+            raise Bad(f"layer {l['digest']}: size differs from the descriptor")
+    raw_index = read_index(mt, blobs[0])
+    if sha256(raw_index) != labels["dev.sitebundle.index"]:
+        raise Bad("index digest differs from the config label")
+    entries = parse_index(raw_index)
+    layer_of = group(entries)
+    for e in entries:
+        want = 0 if e["type"] in "dl" else layer_of[(e["hash"], e["mode"])]
+        if e["layer"] != want:
+            raise Bad(f"{e['path']}: in layer {e['layer']}, grouping rule says {want}")
+    if max(e["layer"] for e in entries) + 1 != len(layers):
+        raise Bad("index and manifest disagree on the number of layers")
+    files = {}
+    for n, (b, diff_id) in enumerate(zip(blobs, config["rootfs"]["diff_ids"])):
+        stream = decompress(mt, b)
+        if sha256(stream) != diff_id:
+            raise Bad(f"layer {n}: diff_id mismatch")
+        check_layer(n, entries, stream, files)
+    if extract:
+        os.makedirs(extract)
+        for e in entries:
+            p = os.path.join(extract, e["path"])
+            if e["type"] == "d":
+                os.mkdir(p)
+        canon = {}
+        for e in entries:
+            if e["type"] == "f":
+                p = os.path.join(extract, e["path"])
+                key = (e["hash"], e["mode"])
+                with open(p, "wb") as f:
+                    f.write(files[canon.setdefault(key, e["path"])])
+                os.chmod(p, int(e["mode"], 8))
+        for e in entries:
+            if e["type"] == "l":
+                os.symlink(e["target"], os.path.join(extract, e["path"]))
+    return manifest["config"]["digest"]
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    out = None
+    if "--extract" in args:
+        i = args.index("--extract")
+        out = args[i + 1]
+        del args[i:i + 2]
+    if len(args) != 2:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    try:
+        print(read(args[0], args[1], out))
+    except (Bad, OSError, KeyError, ValueError) as e:
+        print(f"read_bundle: {e}", file=sys.stderr)
+        sys.exit(1)
