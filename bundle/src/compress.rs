@@ -24,6 +24,12 @@ use crate::error::Error;
 
 /// The zstd level used for layers: the same as `zstd -3`, the usual trade-off for registries.
 pub const ZSTD_LEVEL: i32 = 3;
+/// The zstd level of the index in layer 0's trailer. Level 3, like the layers: the index is
+/// mostly hex BLAKE3 digests, which no level compresses much. Measured on the medium corpus
+/// (5,965 entries, 775 KB index): level 3 gives 254 KB in 0.01 s, level 19 225 KB in 0.84 s, and
+/// the large corpus's index is ten times bigger. The level is not part of the format: readers
+/// accept any zstd frame, and the bundle id covers the uncompressed index only.
+pub const INDEX_ZSTD_LEVEL: i32 = 3;
 /// Magic of the skippable frames sitebundle writes (any of 0x184D2A50..=0x184D2A5F is skippable).
 pub const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
 /// Magic at the start of the footer payload.
@@ -147,7 +153,7 @@ pub fn write_index_trailer(
     offset: u64,
     index: &[u8],
 ) -> io::Result<()> {
-    let packed = zstd::bulk::compress(index, 19)?;
+    let packed = zstd::bulk::compress(index, INDEX_ZSTD_LEVEL)?;
     match compression {
         Compression::Zstd => {
             let frame_len = 8 + packed.len() as u64;
