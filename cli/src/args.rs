@@ -43,7 +43,8 @@ pub struct Global {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Build a bundle from a site directory into the local store; the last line of stdout is its id.
+    /// Build a bundle from a site directory into the local store; the last line of stdout is its
+    /// id (with --json, stdout is one JSON object whose `id` is the bundle id).
     Build(BuildArgs),
     /// List the entries of a bundle (from its index; no layer is read).
     Ls(RefArg),

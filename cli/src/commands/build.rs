@@ -40,7 +40,10 @@ pub fn run(g: &Global, a: BuildArgs) -> Result<u8> {
             r.manifest
         );
     }
-    // The contract: the last line of stdout is the bundle id.
-    println!("{}", r.id);
+    if !g.json {
+        // The contract: the last line of stdout is the bundle id. With --json, stdout is one
+        // JSON object instead (its `id` field), so that it parses.
+        println!("{}", r.id);
+    }
     Ok(0)
 }
