@@ -1,0 +1,85 @@
+//! Every environment variable sitebundle reads, in one place.
+//!
+//! Credentials only ever come from here (or from the provider chains the cloud SDKs read), never
+//! from the command line, and they are never logged. Variables of the cloud providers are read by
+//! `object_store`'s builders (`from_env`); they are listed here for reference.
+
+/// Name recorded as "who" in channel history. Falls back to CI variables (see [`actor`]).
+pub const SITEBUNDLE_ACTOR: &str = "SITEBUNDLE_ACTOR";
+/// Free-text message recorded in channel history (the CLI's `--message` wins).
+pub const SITEBUNDLE_MESSAGE: &str = "SITEBUNDLE_MESSAGE";
+/// Path of the `sitebundle.toml` with named targets (default: `./sitebundle.toml`).
+pub const SITEBUNDLE_CONFIG: &str = "SITEBUNDLE_CONFIG";
+/// Registry user for Basic auth (with [`SITEBUNDLE_REGISTRY_PASSWORD`]); wins over docker config.
+pub const SITEBUNDLE_REGISTRY_USER: &str = "SITEBUNDLE_REGISTRY_USER";
+/// Registry password or token for Basic auth.
+pub const SITEBUNDLE_REGISTRY_PASSWORD: &str = "SITEBUNDLE_REGISTRY_PASSWORD";
+/// A bearer token for registries that take one directly (GHCR, GAR access tokens).
+pub const SITEBUNDLE_REGISTRY_TOKEN: &str = "SITEBUNDLE_REGISTRY_TOKEN";
+/// PEM file of extra CA certificates trusted for registries and HTTP origins.
+pub const SITEBUNDLE_REGISTRY_CA: &str = "SITEBUNDLE_REGISTRY_CA";
+/// Comma-separated `host[:port]` list of registries spoken to over plain HTTP (as `oci+http://`).
+pub const SITEBUNDLE_REGISTRY_PLAIN_HTTP: &str = "SITEBUNDLE_REGISTRY_PLAIN_HTTP";
+/// Parallel blob uploads per target (default [`crate::push::DEFAULT_JOBS`]).
+pub const SITEBUNDLE_JOBS: &str = "SITEBUNDLE_JOBS";
+/// Attempts per request on 5xx / timeouts / cut connections (default [`crate::retry::DEFAULT_ATTEMPTS`]).
+pub const SITEBUNDLE_RETRIES: &str = "SITEBUNDLE_RETRIES";
+/// Docker-style auth file (`auths` entries with base64 `user:pass`), read before `~/.docker/config.json`.
+pub const REGISTRY_AUTH_FILE: &str = "REGISTRY_AUTH_FILE";
+/// Directory holding `config.json` (default `~/.docker`).
+pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";
+
+/// CI variables consulted, in order, for the history's "who" when [`SITEBUNDLE_ACTOR`] is unset.
+pub const CI_ACTOR_VARS: &[(&str, &str)] = &[
+    ("CI_PIPELINE_ID", "gitlab pipeline"),
+    ("GITHUB_RUN_ID", "github run"),
+    ("BITBUCKET_BUILD_NUMBER", "bitbucket build"),
+    ("BUILD_BUILDID", "azure pipelines build"),
+    ("BUILD_ID", "build"),
+];
+
+/// Variables read by the providers' builders (not by sitebundle itself), for reference:
+/// S3 `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
+/// `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN` (IRSA),
+/// `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (ECS), IMDS otherwise (`AWS_EC2_METADATA_DISABLED`);
+/// GCS `GOOGLE_SERVICE_ACCOUNT` / `GOOGLE_APPLICATION_CREDENTIALS`, else the metadata server;
+/// Azure `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_ENDPOINT`,
+/// `AZURE_ALLOW_HTTP`, `AZURE_FEDERATED_TOKEN_FILE` (workload identity), managed identity otherwise.
+pub const PROVIDER_VARS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_ENDPOINT",
+    "AWS_ALLOW_HTTP",
+    "GOOGLE_SERVICE_ACCOUNT",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "AZURE_STORAGE_ACCOUNT_NAME",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_ENDPOINT",
+    "AZURE_ALLOW_HTTP",
+];
+
+/// A variable's value, if set and not empty.
+pub fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Who is moving a channel: `SITEBUNDLE_ACTOR`, else the first CI variable set, else `user@host`.
+pub fn actor() -> String {
+    if let Some(a) = var(SITEBUNDLE_ACTOR) {
+        return a;
+    }
+    for (v, label) in CI_ACTOR_VARS {
+        if let Some(id) = var(v) {
+            return format!("{label} {id}");
+        }
+    }
+    let user = var("USER").unwrap_or_else(|| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{user}@{host}")
+}

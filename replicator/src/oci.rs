@@ -1,0 +1,449 @@
+//! The OCI registry target, over `oci-client`.
+//!
+//! - Blobs: `HEAD` to skip what is there; uploads are monolithic (POST then PUT), because ECR drops
+//!   every chunk after the first of a chunked upload (aws/containers-roadmap#2831) and Debian's
+//!   docker-registry 2.8 ignores a single-request POST with a body. Downloads stream; the caller
+//!   verifies ([`crate::download_blob`]), since oci-client's streaming pulls do not.
+//! - Manifests are pushed by digest and always fetched with the OCI media types in `Accept`
+//!   (docker-registry 2.8 answers 404 to a GET of an OCI manifest without them).
+//! - **Channels are tags.** The distribution API has no conditional tag update, so
+//!   [`Target::swap_channel`] reads the tag, compares it with what the caller expects, PUTs the
+//!   manifest under the tag, and reads the tag again: a concurrent writer that slips in between
+//!   the read and the write is **detected afterwards** (reported as [`Error::ChannelConflict`]),
+//!   not prevented. The last writer wins on the registry; `status` shows the disagreement.
+//! - **History** is not kept on registries: events go to the object-store and directory targets
+//!   of the same push (`Capabilities::history` is false here).
+//! - Plain HTTP with `oci+http://`; extra CAs from `SITEBUNDLE_REGISTRY_CA`; credentials from
+//!   [`crate::auth`].
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use bundle::manifest::{MEDIA_INDEX, MEDIA_MANIFEST};
+use bundle::Digest;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+use tokio::sync::OnceCell;
+
+use crate::channel::{validate_channel, ChannelRecord, HistoryEvent, RESERVED_PREFIX};
+use crate::env::{self, var};
+use crate::error::{Error, Result};
+use crate::target::{check_digest, BlobStream, Capabilities, ChannelMode, Target};
+
+/// Media types we accept for manifests.
+const ACCEPT: &[&str] = &[MEDIA_MANIFEST, MEDIA_INDEX];
+/// Tags listed per page.
+const TAG_PAGE: usize = 1000;
+
+/// A repository in an OCI registry.
+pub struct OciTarget {
+    name: String,
+    registry: String,
+    repository: String,
+    client: Client,
+    auth: RegistryAuth,
+    push_auth: OnceCell<()>,
+}
+
+impl std::fmt::Debug for OciTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print `auth`.
+        f.debug_struct("OciTarget")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl OciTarget {
+    /// Connect to `registry`/`repository`, with credentials and CA from the environment.
+    pub fn new(registry: &str, repository: &str, plain_http: bool) -> Result<OciTarget> {
+        let (auth, _) = crate::auth::resolve(registry)?;
+        let ca = match var(env::SITEBUNDLE_REGISTRY_CA) {
+            Some(ca) => Some(std::fs::read(&ca).map_err(Error::io("read CA file", &ca))?),
+            None => None,
+        };
+        OciTarget::with_auth(registry, repository, plain_http, auth, ca)
+    }
+
+    /// As [`OciTarget::new`] with explicit credentials and extra CA certificates (PEM).
+    pub fn with_auth(
+        registry: &str,
+        repository: &str,
+        plain_http: bool,
+        auth: RegistryAuth,
+        ca_pem: Option<Vec<u8>>,
+    ) -> Result<OciTarget> {
+        let scheme = if plain_http { "oci+http" } else { "oci" };
+        let name = format!("{scheme}://{registry}/{repository}");
+        let mut cfg = ClientConfig {
+            protocol: if plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            use_monolithic_push: true,
+            read_timeout: Some(std::time::Duration::from_secs(60)),
+            connect_timeout: Some(std::time::Duration::from_secs(10)),
+            ..Default::default()
+        };
+        if let Some(data) = ca_pem {
+            cfg.extra_root_certificates.push(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data,
+            });
+        }
+        Ok(OciTarget {
+            name,
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+            client: Client::new(cfg),
+            auth,
+            push_auth: OnceCell::new(),
+        })
+    }
+
+    fn by_digest(&self, d: &Digest) -> Reference {
+        Reference::with_digest(
+            self.registry.clone(),
+            self.repository.clone(),
+            d.to_string(),
+        )
+    }
+
+    fn by_tag(&self, t: &str) -> Reference {
+        Reference::with_tag(
+            self.registry.clone(),
+            self.repository.clone(),
+            t.to_string(),
+        )
+    }
+
+    async fn pull_auth(&self) {
+        self.client
+            .store_auth_if_needed(&self.registry, &self.auth)
+            .await;
+    }
+
+    async fn for_push(&self) -> Result<()> {
+        self.push_auth
+            .get_or_try_init(|| async {
+                self.client
+                    .auth(&self.by_tag("latest"), &self.auth, RegistryOperation::Push)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.err("authenticate to", &self.registry, e))
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn err(&self, op: &'static str, object: impl ToString, e: OciDistributionError) -> Error {
+        if is_not_found(&e) {
+            return Error::NotFound {
+                target: self.name.clone(),
+                what: object.to_string(),
+            };
+        }
+        let retryable = match &e {
+            OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
+            OciDistributionError::RequestError(r) => {
+                r.is_timeout() || r.is_connect() || r.is_request() || r.is_body()
+            }
+            OciDistributionError::IoError(_) => true,
+            _ => false,
+        };
+        Error::Backend {
+            target: self.name.clone(),
+            op,
+            object: object.to_string(),
+            retryable,
+            source: Box::new(e),
+        }
+    }
+
+    /// The manifest a tag names, or `None`.
+    async fn read_tag(&self, tag: &str) -> Result<Option<(Bytes, Digest)>> {
+        self.pull_auth().await;
+        match self
+            .client
+            .pull_manifest_raw(&self.by_tag(tag), &self.auth, ACCEPT)
+            .await
+        {
+            Ok((bytes, _)) => {
+                let b = bytes.clone();
+                let d = crate::blocking::run(move || Digest::of(&b)).await?;
+                Ok(Some((bytes, d)))
+            }
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.err("read tag", tag, e)),
+        }
+    }
+
+    fn record_from(&self, tag: &str, bytes: &[u8], manifest: Digest) -> Result<ChannelRecord> {
+        let m = bundle::manifest::parse_manifest(bytes).map_err(|e| Error::Corrupt {
+            target: self.name.clone(),
+            what: format!("tag {tag}"),
+            reason: format!("does not name a sitebundle manifest: {e}"),
+        })?;
+        Ok(ChannelRecord {
+            manifest,
+            id: m.config.digest,
+            size: bytes.len() as u64,
+        })
+    }
+}
+
+fn is_not_found(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        OciDistributionError::ServerError { code, .. } => *code == 404,
+        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|x| {
+            matches!(
+                x.code,
+                oci_client::errors::OciErrorCode::ManifestUnknown
+                    | oci_client::errors::OciErrorCode::BlobUnknown
+                    | oci_client::errors::OciErrorCode::NameUnknown
+            )
+        }),
+        _ => false,
+    }
+}
+
+fn descriptor(d: &Digest) -> OciDescriptor {
+    OciDescriptor {
+        digest: d.to_string(),
+        ..Default::default()
+    }
+}
+
+#[async_trait]
+impl Target for OciTarget {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            writable: true,
+            channels: ChannelMode::ReadCheckWrite,
+            history: false,
+        }
+    }
+
+    async fn has_blob(&self, digest: &Digest) -> Result<bool> {
+        self.pull_auth().await;
+        self.client
+            .blob_exists(&self.by_digest(digest), &digest.to_string())
+            .await
+            .map_err(|e| self.err("check blob", digest, e))
+    }
+
+    async fn get_blob(&self, digest: &Digest) -> Result<BlobStream> {
+        self.pull_auth().await;
+        let s = self
+            .client
+            .pull_blob_stream(&self.by_digest(digest), &descriptor(digest))
+            .await
+            .map_err(|e| self.err("get blob", format!("blob {digest}"), e))?;
+        let (name, d) = (self.name.clone(), *digest);
+        Ok(s.stream
+            .map_err(move |e| Error::Backend {
+                target: name.clone(),
+                op: "read blob",
+                object: d.to_string(),
+                retryable: true,
+                source: Box::new(e),
+            })
+            .boxed())
+    }
+
+    async fn get_blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Bytes> {
+        self.pull_auth().await;
+        let r = self
+            .client
+            .pull_blob_stream_partial(
+                &self.by_digest(digest),
+                &descriptor(digest),
+                offset,
+                Some(len),
+            )
+            .await
+            .map_err(|e| self.err("read range of", format!("blob {digest}"), e))?;
+        let (full, s) = match r {
+            oci_client::client::BlobResponse::Full(s) => (true, s),
+            oci_client::client::BlobResponse::Partial(s) => (false, s),
+        };
+        let chunks: Vec<Bytes> = s.stream.try_collect().await.map_err(|e| Error::Backend {
+            target: self.name.clone(),
+            op: "read range of",
+            object: digest.to_string(),
+            retryable: true,
+            source: Box::new(e),
+        })?;
+        let all: Vec<u8> = chunks.concat();
+        let out = if full {
+            // The registry ignored the range: cut it out ourselves.
+            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(all.len());
+            let end = start.saturating_add(len as usize).min(all.len());
+            all[start..end].to_vec()
+        } else {
+            all
+        };
+        if out.len() as u64 != len {
+            return Err(Error::Corrupt {
+                target: self.name.clone(),
+                what: format!("blob {digest}"),
+                reason: format!("range {offset}+{len} returned {} bytes", out.len()),
+            });
+        }
+        Ok(Bytes::from(out))
+    }
+
+    async fn get_manifest(&self, digest: &Digest) -> Result<Bytes> {
+        self.pull_auth().await;
+        let (bytes, _) = self
+            .client
+            .pull_manifest_raw(&self.by_digest(digest), &self.auth, ACCEPT)
+            .await
+            .map_err(|e| self.err("get manifest", format!("manifest {digest}"), e))?;
+        let b = bytes.clone();
+        let found = crate::blocking::run(move || Digest::of(&b)).await?;
+        check_digest(self, &format!("manifest {digest}"), digest, &found)?;
+        Ok(bytes)
+    }
+
+    async fn read_channel(&self, channel: &str) -> Result<Option<ChannelRecord>> {
+        validate_channel(channel)?;
+        match self.read_tag(channel).await? {
+            Some((bytes, d)) => Ok(Some(self.record_from(channel, &bytes, d)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_channels(&self) -> Result<Vec<String>> {
+        self.pull_auth().await;
+        let mut out = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let r = match self
+                .client
+                .list_tags(
+                    &self.by_tag("latest"),
+                    &self.auth,
+                    Some(TAG_PAGE),
+                    last.as_deref(),
+                )
+                .await
+            {
+                Ok(r) => r,
+                Err(e) if is_not_found(&e) => break,
+                Err(e) => return Err(self.err("list tags of", &self.repository, e)),
+            };
+            let n = r.tags.len();
+            last = r.tags.last().cloned();
+            out.extend(
+                r.tags
+                    .into_iter()
+                    .filter(|t| !t.starts_with(RESERVED_PREFIX) && validate_channel(t).is_ok()),
+            );
+            if n < TAG_PAGE {
+                break;
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    async fn history(&self, _channel: &str) -> Result<Vec<HistoryEvent>> {
+        Err(Error::Unsupported {
+            target: self.name.clone(),
+            op: "channel history (kept on object-store and directory targets)",
+        })
+    }
+
+    async fn put_blob(&self, digest: &Digest, size: u64, file: &Path) -> Result<()> {
+        self.for_push().await?;
+        let bytes = tokio::fs::read(file)
+            .await
+            .map_err(Error::io("read", file))?;
+        if bytes.len() as u64 != size {
+            return Err(Error::Io {
+                op: "read",
+                path: file.to_path_buf(),
+                source: std::io::Error::other("file size differs from the blob descriptor"),
+            });
+        }
+        self.client
+            .push_blob(&self.by_digest(digest), bytes, &digest.to_string())
+            .await
+            .map_err(|e| self.err("put blob", digest, e))?;
+        // Verify: the registry now has it.
+        if !self.has_blob(digest).await? {
+            return Err(Error::NotFound {
+                target: self.name.clone(),
+                what: format!("blob {digest} right after uploading it"),
+            });
+        }
+        Ok(())
+    }
+
+    async fn put_manifest(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
+        self.for_push().await?;
+        let ct = reqwest::header::HeaderValue::from_static(MEDIA_MANIFEST);
+        self.client
+            .push_manifest_raw(&self.by_digest(digest), bytes, ct)
+            .await
+            .map_err(|e| self.err("put manifest", digest, e))?;
+        Ok(())
+    }
+
+    async fn swap_channel(
+        &self,
+        channel: &str,
+        expected: Option<&ChannelRecord>,
+        new: &ChannelRecord,
+    ) -> Result<()> {
+        validate_channel(channel)?;
+        self.for_push().await?;
+        let conflict = |found: Option<Digest>| Error::ChannelConflict {
+            target: self.name.clone(),
+            channel: channel.to_string(),
+            expected: ChannelRecord::describe(expected),
+            found: found.map_or_else(|| "nothing".into(), |d| d.to_string()),
+        };
+        let cur = self.read_tag(channel).await?.map(|(_, d)| d);
+        if cur != expected.map(|r| r.manifest) {
+            return Err(conflict(cur));
+        }
+        let bytes = self.get_manifest(&new.manifest).await?;
+        let ct = reqwest::header::HeaderValue::from_static(MEDIA_MANIFEST);
+        self.client
+            .push_manifest_raw(&self.by_tag(channel), bytes, ct)
+            .await
+            .map_err(|e| self.err("move tag", channel, e))?;
+        // Detect a concurrent writer between our read and our write.
+        let after = self.read_tag(channel).await?.map(|(_, d)| d);
+        if after != Some(new.manifest) {
+            return Err(Error::ChannelConflict {
+                target: self.name.clone(),
+                channel: channel.to_string(),
+                expected: new.manifest.to_string(),
+                found: after.map_or_else(|| "nothing".into(), |d| d.to_string()),
+            });
+        }
+        Ok(())
+    }
+
+    async fn append_history(&self, _event: &HistoryEvent) -> Result<()> {
+        Err(Error::Unsupported {
+            target: self.name.clone(),
+            op: "channel history (kept on object-store and directory targets)",
+        })
+    }
+}

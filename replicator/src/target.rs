@@ -1,0 +1,198 @@
+//! The one trait for "a place bundles live": [`Target`].
+//!
+//! Every backend (OCI registry, object store, local directory, HTTP origin) implements it, and
+//! push, promote, rollback, status and pull are written once against `&dyn Target`.
+//!
+//! **Read side** (all targets; what `sitebundle-init` and `status` need): [`Target::has_blob`],
+//! [`Target::get_blob`], [`Target::get_blob_range`], [`Target::get_manifest`],
+//! [`Target::read_channel`], [`Target::list_channels`], [`Target::history`].
+//!
+//! **Write side** (not HTTP origins, which answer [`Error::ReadOnly`]): [`Target::put_blob`],
+//! [`Target::put_manifest`], [`Target::swap_channel`], [`Target::append_history`].
+//! The order is always blobs, then manifest, then channel ([`crate::push`]), so a reader that
+//! follows a channel always finds a complete bundle.
+//!
+//! Addressing is by digest only: channels are resolved to a [`ChannelRecord`] once per operation
+//! and only digests are used after that.
+//!
+//! Integrity: [`Target::get_manifest`] returns bytes already checked against the digest;
+//! [`Target::get_blob`] returns an unchecked stream, and callers use [`read_blob_verified`] or
+//! [`download_blob`], which check it.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use bundle::Digest;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::channel::{ChannelRecord, HistoryEvent};
+use crate::error::{Error, Result};
+
+/// A blob's bytes as they arrive (not yet verified).
+pub type BlobStream = BoxStream<'static, Result<Bytes>>;
+
+/// How a target moves a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelMode {
+    /// A conditional write the service enforces (ETag / generation / create-only, or a lock).
+    CompareAndSwap,
+    /// Read, compare, write, read again: a concurrent writer between the read and the write is
+    /// detected afterwards, not prevented (OCI tags have no conditional update).
+    ReadCheckWrite,
+    /// Channels cannot be moved here.
+    ReadOnly,
+}
+
+/// What a target supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Capabilities {
+    /// Blobs and manifests can be written.
+    pub writable: bool,
+    /// How channels move.
+    pub channels: ChannelMode,
+    /// The target keeps channel history.
+    pub history: bool,
+}
+
+/// A place bundles live. Implementations: [`crate::store_target::StoreTarget`] (S3, GCS, Azure,
+/// directory), [`crate::oci::OciTarget`] (registries), [`crate::http::HttpTarget`] (read-only
+/// origins).
+#[async_trait]
+pub trait Target: Send + Sync + std::fmt::Debug {
+    /// The target's URL, redacted: used in every message about it.
+    fn name(&self) -> &str;
+
+    /// What this target supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Is the blob present (and complete)?
+    async fn has_blob(&self, digest: &Digest) -> Result<bool>;
+
+    /// Stream a blob. The bytes are **not** verified: use [`read_blob_verified`] or
+    /// [`download_blob`]. A missing blob is [`Error::NotFound`].
+    async fn get_blob(&self, digest: &Digest) -> Result<BlobStream>;
+
+    /// Read `len` bytes at `offset` of a blob (the index trailer of layer 0, without the layer).
+    async fn get_blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Bytes>;
+
+    /// A manifest's bytes, checked against `digest`.
+    async fn get_manifest(&self, digest: &Digest) -> Result<Bytes>;
+
+    /// Where a channel points, or `None` if it does not exist.
+    async fn read_channel(&self, channel: &str) -> Result<Option<ChannelRecord>>;
+
+    /// Every channel on this target, sorted.
+    async fn list_channels(&self) -> Result<Vec<String>>;
+
+    /// A channel's history, oldest first ([`Error::Unsupported`] where none is kept).
+    async fn history(&self, channel: &str) -> Result<Vec<HistoryEvent>>;
+
+    /// Upload a blob from a local file of `size` bytes whose digest is `digest`.
+    async fn put_blob(&self, digest: &Digest, size: u64, file: &Path) -> Result<()>;
+
+    /// Store a manifest (its blobs must already be there). `bytes` hash to `digest`.
+    async fn put_manifest(&self, digest: &Digest, bytes: Bytes) -> Result<()>;
+
+    /// Move `channel` to `new` only if it currently is `expected` (`None`: does not exist).
+    /// Fails with [`Error::ChannelConflict`] otherwise, leaving the channel as it was.
+    async fn swap_channel(
+        &self,
+        channel: &str,
+        expected: Option<&ChannelRecord>,
+        new: &ChannelRecord,
+    ) -> Result<()>;
+
+    /// Append an event to a channel's history (the target assigns `seq`).
+    async fn append_history(&self, event: &HistoryEvent) -> Result<()>;
+}
+
+/// Read a whole blob of at most `max` bytes and check its digest.
+pub async fn read_blob_verified(target: &dyn Target, digest: &Digest, max: u64) -> Result<Bytes> {
+    let mut s = target.get_blob(digest).await?;
+    let mut buf = Vec::new();
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk?;
+        if (buf.len() + chunk.len()) as u64 > max {
+            return Err(Error::Corrupt {
+                target: target.name().to_string(),
+                what: format!("blob {digest}"),
+                reason: format!("larger than {max} bytes"),
+            });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    let buf = Bytes::from(buf);
+    let b = buf.clone();
+    let found = crate::blocking::run(move || Digest::of(&b)).await?;
+    check_digest(target, &format!("blob {digest}"), digest, &found)?;
+    Ok(buf)
+}
+
+/// Download a blob of `size` bytes to `dest` (created or truncated), checking size and digest.
+/// On a mismatch `dest` is removed.
+pub async fn download_blob(
+    target: &dyn Target,
+    digest: &Digest,
+    size: u64,
+    dest: &Path,
+) -> Result<()> {
+    let res = async {
+        let mut s = target.get_blob(digest).await?;
+        let mut f = tokio::fs::File::create(dest)
+            .await
+            .map_err(Error::io("create", dest))?;
+        let mut n: u64 = 0;
+        while let Some(chunk) = s.next().await {
+            let chunk = chunk?;
+            n += chunk.len() as u64;
+            if n > size {
+                return Err(Error::Corrupt {
+                    target: target.name().to_string(),
+                    what: format!("blob {digest}"),
+                    reason: format!("longer than the {size} bytes its descriptor says"),
+                });
+            }
+            f.write_all(&chunk)
+                .await
+                .map_err(Error::io("write", dest))?;
+        }
+        f.flush().await.map_err(Error::io("write", dest))?;
+        if n != size {
+            return Err(Error::Corrupt {
+                target: target.name().to_string(),
+                what: format!("blob {digest}"),
+                reason: format!("{n} bytes, its descriptor says {size}"),
+            });
+        }
+        let found = crate::blocking::hash_file(dest.to_path_buf()).await?;
+        check_digest(target, &format!("blob {digest}"), digest, &found)
+    }
+    .await;
+    if res.is_err() {
+        let _ = tokio::fs::remove_file(dest).await;
+    }
+    res
+}
+
+/// `Err(DigestMismatch)` unless `found == expected`.
+pub fn check_digest(
+    target: &dyn Target,
+    what: &str,
+    expected: &Digest,
+    found: &Digest,
+) -> Result<()> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(Error::DigestMismatch {
+            target: target.name().to_string(),
+            what: what.to_string(),
+            expected: *expected,
+            found: *found,
+        })
+    }
+}
