@@ -21,6 +21,9 @@ use crate::manifest::{Descriptor, KEY_REF_NAME, MEDIA_INDEX, MEDIA_MANIFEST};
 /// opening every manifest.
 pub const KEY_ID: &str = "dev.sitebundle.id";
 
+/// Temporary blob files older than this are debris of a crashed build, and `gc` removes them.
+pub const GC_TMP_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// A place blobs can be read from (the local store, a staging directory, ...).
 pub trait BlobSource: Sync {
     /// Open a blob for streaming. The caller verifies the digest while reading.
@@ -259,6 +262,66 @@ impl Store {
         Ok(found)
     }
 
+    /// Remove a manifest (with all its tags) from `index.json`. Its blobs stay until [`Store::gc`].
+    pub fn remove_manifest(&self, manifest: &Digest) -> Result<bool, Error> {
+        let mut found = false;
+        self.update_index(|idx| {
+            let before = idx.manifests.len();
+            idx.manifests.retain(|d| d.digest != *manifest);
+            found = idx.manifests.len() != before;
+        })?;
+        Ok(found)
+    }
+
+    /// Delete every blob no manifest of `index.json` references (and temporary files older than
+    /// [`GC_TMP_AGE`], which a crashed build left). Returns (blobs removed, bytes freed).
+    ///
+    /// Runs under the `index.json` lock, so a build cannot add a manifest meanwhile; a build that
+    /// is still writing blobs keeps them as `.tmp-*` files younger than the cut-off.
+    pub fn gc(&self) -> Result<(usize, u64), Error> {
+        let (_lock, idx) = self.lock_index()?;
+        let mut keep = std::collections::HashSet::new();
+        for d in &idx.manifests {
+            keep.insert(d.digest);
+            let bytes = self.read_blob(&d.digest, crate::manifest::MAX_JSON_BYTES)?;
+            let m: crate::manifest::Manifest = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::corrupt(format!("manifest {}", d.digest), e.to_string()))?;
+            keep.insert(m.config.digest);
+            keep.extend(m.layers.iter().map(|l| l.digest));
+        }
+        let dir = self.root.join("blobs/sha256");
+        let now = std::time::SystemTime::now();
+        let (mut removed, mut freed) = (0usize, 0u64);
+        for entry in fs::read_dir(&dir).map_err(Error::io("read directory", &dir))? {
+            let entry = entry.map_err(Error::io("read directory", &dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let md = entry.metadata().map_err(Error::io("stat", entry.path()))?;
+            let drop = if name.starts_with(".tmp-") {
+                md.modified().ok().and_then(|m| now.duration_since(m).ok()).is_some_and(|age| age > GC_TMP_AGE)
+            } else {
+                match format!("sha256:{name}").parse::<Digest>() {
+                    Ok(d) => !keep.contains(&d),
+                    Err(_) => false, // not ours: leave it
+                }
+            };
+            if drop {
+                fs::remove_file(entry.path()).map_err(Error::io("remove", entry.path()))?;
+                removed += 1;
+                freed += md.len();
+            }
+        }
+        Ok((removed, freed))
+    }
+
+    fn lock_index(&self) -> Result<(File, LayoutIndex), Error> {
+        let lock_path = self.root.join("index.json.lock");
+        let lock = File::create(&lock_path).map_err(Error::io("create", &lock_path))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| Error::Io { op: "lock", path: lock_path.clone(), source: e.into() })?;
+        let idx = self.layout_index()?;
+        Ok((lock, idx))
+    }
+
     fn update_index(&self, f: impl FnOnce(&mut LayoutIndex)) -> Result<(), Error> {
         let lock_path = self.root.join("index.json.lock");
         let lock = File::create(&lock_path).map_err(Error::io("create", &lock_path))?;
@@ -273,7 +336,7 @@ impl Store {
         f(&mut idx);
         let bytes = serde_json::to_vec_pretty(&idx).unwrap_or_default();
         write_atomic(&self.root.join("index.json"), &bytes)
-        // The lock is released when `lock` is dropped.
+        // The lock is released when `_lock` is dropped.
     }
 
     /// Every bundle in the store, grouped by manifest.

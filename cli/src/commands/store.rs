@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 
-use super::{open_store, print_json};
-use crate::args::{Global, TagArgs};
+use super::{human, open_store, print_json};
+use crate::args::{Global, RmArgs, TagArgs};
 
 pub fn list(g: &Global) -> Result<u8> {
     let store = open_store(g)?;
@@ -31,6 +31,30 @@ pub fn tag(g: &Global, a: TagArgs) -> Result<u8> {
     )?;
     if !g.quiet {
         eprintln!("tagged {} as {}", b.id(), a.tag);
+    }
+    Ok(0)
+}
+
+pub fn rm(g: &Global, a: RmArgs) -> Result<u8> {
+    let store = open_store(g)?;
+    // Resolve every reference first: a typo removes nothing.
+    let digests = a.references.iter().map(|r| store.resolve(r)).collect::<Result<Vec<_>, _>>()?;
+    for d in &digests {
+        store.remove_manifest(d)?;
+        if !g.quiet {
+            eprintln!("removed {d}");
+        }
+    }
+    Ok(0)
+}
+
+pub fn gc(g: &Global) -> Result<u8> {
+    let store = open_store(g)?;
+    let (n, bytes) = store.gc()?;
+    if g.json {
+        print_json(&serde_json::json!({"removed": n, "freed_bytes": bytes}))?;
+    } else {
+        println!("removed {n} blobs, freed {}", human(bytes));
     }
     Ok(0)
 }
