@@ -1,0 +1,155 @@
+//! Flags of `sitebundle-init`. Every flag can also come from an environment variable, so a pod
+//! spec can stay short (`env:` entries) and nothing secret ever needs to be on the command line:
+//! credentials come from the provider chains (see the replicator's `env` module).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Comma-separated origin URLs, tried in order.
+pub const SITEBUNDLE_ORIGINS: &str = "SITEBUNDLE_ORIGINS";
+/// Bundle id or manifest digest to install.
+pub const SITEBUNDLE_DIGEST: &str = "SITEBUNDLE_DIGEST";
+/// Channel to resolve (once, on the first origin that answers).
+pub const SITEBUNDLE_CHANNEL: &str = "SITEBUNDLE_CHANNEL";
+/// Installation directory.
+pub const SITEBUNDLE_DEST: &str = "SITEBUNDLE_DEST";
+/// Per-origin timeout.
+pub const SITEBUNDLE_TIMEOUT: &str = "SITEBUNDLE_TIMEOUT";
+/// Per-origin connect timeout.
+pub const SITEBUNDLE_CONNECT_TIMEOUT: &str = "SITEBUNDLE_CONNECT_TIMEOUT";
+/// `text` or `json`.
+pub const SITEBUNDLE_LOG_FORMAT: &str = "SITEBUNDLE_LOG_FORMAT";
+/// Sync mode: path of the sites config.
+pub const SITEBUNDLE_SYNC: &str = "SITEBUNDLE_SYNC";
+/// Sync mode: seconds between passes (absent: one pass).
+pub const SITEBUNDLE_INTERVAL: &str = "SITEBUNDLE_INTERVAL";
+/// Sync mode: where the status file is written.
+pub const SITEBUNDLE_STATUS_FILE: &str = "SITEBUNDLE_STATUS_FILE";
+
+/// Fetch a site bundle by digest from the first healthy origin, verify every byte, and install
+/// it atomically under DEST (nginx serves DEST/current).
+///
+/// Exit codes: 0 installed or already installed; 1 usage or configuration error; 2 every origin
+/// failed (down, slow, missing the bundle); 3 integrity (bytes did not match their digest on
+/// every origin that answered, or the bundle breaks a format rule); 4 local error writing DEST.
+/// On any failure DEST is as it was.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "sitebundle-init", version, max_term_width = 100)]
+pub struct Args {
+    /// Origin to fetch from, tried in the order given: oci://host/repo (oci+http:// for plain
+    /// HTTP), s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///dir,
+    /// https://host/path. Never put credentials in a URL: they come from the environment.
+    #[arg(long = "origin", value_name = "URL", env = SITEBUNDLE_ORIGINS, value_delimiter = ',')]
+    pub origins: Vec<String>,
+
+    /// Bundle id or manifest digest (sha256:...) to install. A pinned digest is never replaced by
+    /// what a channel says.
+    #[arg(long, env = SITEBUNDLE_DIGEST, conflicts_with = "channel")]
+    pub digest: Option<String>,
+
+    /// Channel to install (e.g. prod), resolved once, on the first origin that answers.
+    #[arg(long, env = SITEBUNDLE_CHANNEL)]
+    pub channel: Option<String>,
+
+    /// Installation directory: DEST/<bundle-id>/ trees and the DEST/current symlink.
+    #[arg(long, env = SITEBUNDLE_DEST, default_value = "/srv/site")]
+    pub dest: PathBuf,
+
+    /// Time allowed for each origin to deliver the whole bundle (e.g. 60s, 2m, 500ms).
+    #[arg(long, env = SITEBUNDLE_TIMEOUT, default_value = "120s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Time allowed to connect to an origin (and for each read to make progress).
+    #[arg(long, env = SITEBUNDLE_CONNECT_TIMEOUT, default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Log format: one line per step on stderr.
+    #[arg(long, env = SITEBUNDLE_LOG_FORMAT, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Sync mode: keep DEST/<site>/current of every site listed in this TOML file at the digest
+    /// its channel (or pinned digest) names.
+    #[arg(long, value_name = "CONFIG", env = SITEBUNDLE_SYNC, conflicts_with_all = ["digest", "channel"])]
+    pub sync: Option<PathBuf>,
+
+    /// Sync mode: run a pass every INTERVAL (e.g. 60s, 5m); without it, run one pass and exit.
+    #[arg(long, env = SITEBUNDLE_INTERVAL, value_parser = parse_duration, requires = "sync")]
+    pub interval: Option<Duration>,
+
+    /// Sync mode: status file (JSON, written atomically after each pass). Default DEST/status.json.
+    #[arg(long, env = SITEBUNDLE_STATUS_FILE, requires = "sync")]
+    pub status_file: Option<PathBuf>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Parse `90`, `90s`, `500ms`, `5m`, `1h` into a duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with an optional unit (ms, s, m, h)"))?;
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if d.is_zero() {
+        return Err(format!("{s:?}: must be more than zero"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5 years").is_err());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let a = Args::try_parse_from([
+            "sitebundle-init",
+            "--origin",
+            "file:///a",
+            "--origin",
+            "https://b/c",
+            "--digest",
+            "sha256:00",
+            "--dest",
+            "/tmp/x",
+        ])
+        .unwrap();
+        assert_eq!(a.origins.len(), 2);
+        assert!(Args::try_parse_from(["x", "--digest", "d", "--channel", "c"]).is_err());
+        Args::command_debug();
+    }
+
+    impl Args {
+        fn command_debug() {
+            use clap::CommandFactory;
+            Args::command().debug_assert();
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Fetching a bundle's blobs from the first origin that delivers them intact.
+//!
+//! Origins are [`replicator::Target`]s (the replicator's read side: registries, object stores,
+//! directories, HTTP origins), tried in the order given. For each origin:
+//! 1. the manifest is fetched by digest and its digest checked again here;
+//! 2. the config and every layer blob the staging store does not hold yet are streamed into the
+//!    staging store ([`bundle::Store`]), hashed while written; a blob file gets its digest name
+//!    only once its bytes match ([`bundle::store::BlobWriter::finish_verified`]);
+//! 3. any failure (connect timeout, a read that stalls, the origin's overall deadline, a missing
+//!    object, bytes that do not match) ends that origin's turn with a logged reason, and the next
+//!    origin continues: blobs already verified are kept, so it only fetches what is missing.
+//!
+//! Nothing here makes anything visible: [`crate::install`] does, after [`bundle::extract`] has
+//! checked every file against the index.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bundle::{Digest, Store};
+use futures::{StreamExt, TryStreamExt};
+use replicator::{ChannelRecord, Target};
+
+use crate::error::{chain, Attempt, InitError, Result};
+use crate::logging::redact;
+
+/// Blobs fetched at once from one origin.
+pub const PARALLEL_BLOBS: usize = 4;
+
+/// One origin: a target and the redacted URL it was given as.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The URL, redacted, for logs.
+    pub name: String,
+    /// The replicator target.
+    pub target: Arc<dyn Target>,
+}
+
+/// Time limits for each origin.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// The whole fetch from one origin.
+    pub total: Duration,
+    /// Each request's answer, and each read's progress.
+    pub io: Duration,
+}
+
+/// What was fetched.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// Manifest digest.
+    pub manifest: Digest,
+    /// The origin that completed the fetch.
+    pub origin: String,
+    /// Blobs downloaded (not counting those already staged).
+    pub blobs: usize,
+    /// Bytes downloaded.
+    pub bytes: u64,
+}
+
+/// Why one origin's attempt failed.
+#[derive(Debug)]
+struct OriginFailure {
+    reason: String,
+    integrity: bool,
+}
+
+impl From<replicator::Error> for OriginFailure {
+    fn from(e: replicator::Error) -> Self {
+        OriginFailure {
+            integrity: e.is_integrity(),
+            reason: chain(&e),
+        }
+    }
+}
+
+impl From<bundle::Error> for OriginFailure {
+    fn from(e: bundle::Error) -> Self {
+        OriginFailure {
+            integrity: e.is_integrity(),
+            reason: chain(&e),
+        }
+    }
+}
+
+fn timed_out(what: &str, d: Duration) -> OriginFailure {
+    OriginFailure {
+        reason: format!("{what}: no answer within {d:?}"),
+        integrity: false,
+    }
+}
+
+/// Resolve `channel` on the first origin that answers (once: only the digest is used after).
+pub async fn resolve_channel(
+    origins: &[Origin],
+    channel: &str,
+    t: Timeouts,
+) -> Result<ChannelRecord> {
+    replicator::channel::validate_channel(channel).map_err(|e| InitError::Usage(chain(&e)))?;
+    let mut attempts = Vec::new();
+    for o in origins {
+        let r = tokio::time::timeout(t.io, o.target.read_channel(channel)).await;
+        let reason = match r {
+            Ok(Ok(Some(rec))) => {
+                tracing::info!(origin = %o.name, channel, manifest = %rec.manifest, id = %rec.id, "channel resolved");
+                return Ok(rec);
+            }
+            Ok(Ok(None)) => format!("channel {channel} does not exist"),
+            Ok(Err(e)) => chain(&e),
+            Err(_) => format!("read channel {channel}: no answer within {:?}", t.io),
+        };
+        tracing::warn!(origin = %o.name, channel, reason = %reason, "origin skipped");
+        attempts.push(Attempt {
+            origin: o.name.clone(),
+            reason,
+            integrity: false,
+        });
+    }
+    Err(InitError::AllOriginsFailed {
+        what: format!("channel {channel}"),
+        attempts,
+    })
+}
+
+/// Fetch the bundle `want` (manifest digest or bundle id) and all its blobs into `store`, trying
+/// origins in order.
+pub async fn fetch(
+    origins: &[Origin],
+    want: &Digest,
+    store: &Store,
+    t: Timeouts,
+) -> Result<Fetched> {
+    let mut attempts = Vec::new();
+    for o in origins {
+        tracing::info!(origin = %o.name, digest = %want, "fetching");
+        let r = tokio::time::timeout(t.total, fetch_from(o, want, store, t)).await;
+        let failure = match r {
+            Ok(Ok((manifest, blobs, bytes))) => {
+                tracing::info!(origin = %o.name, manifest = %manifest, blobs, bytes, "fetched");
+                return Ok(Fetched {
+                    manifest,
+                    origin: o.name.clone(),
+                    blobs,
+                    bytes,
+                });
+            }
+            Ok(Err(f)) => f,
+            Err(_) => timed_out("whole fetch", t.total),
+        };
+        tracing::warn!(
+            origin = %o.name,
+            digest = %want,
+            integrity = failure.integrity,
+            reason = %failure.reason,
+            "origin skipped"
+        );
+        attempts.push(Attempt {
+            origin: o.name.clone(),
+            reason: failure.reason,
+            integrity: failure.integrity,
+        });
+    }
+    Err(InitError::AllOriginsFailed {
+        what: format!("bundle {want}"),
+        attempts,
+    })
+}
+
+/// Which manifest `want` (a manifest digest or a bundle id) names on this origin: the replicator's
+/// [`replicator::pull::resolve`] tries it as a manifest digest, then looks for a channel whose
+/// bundle id it is.
+async fn resolve_on(
+    o: &Origin,
+    want: &Digest,
+    t: Timeouts,
+) -> std::result::Result<Digest, OriginFailure> {
+    let d = tokio::time::timeout(
+        t.io,
+        replicator::pull::resolve(&*o.target, &want.to_string()),
+    )
+    .await
+    .map_err(|_| timed_out(&format!("resolve {want}"), t.io))??;
+    Ok(d)
+}
+
+async fn fetch_from(
+    o: &Origin,
+    want: &Digest,
+    store: &Store,
+    t: Timeouts,
+) -> std::result::Result<(Digest, usize, u64), OriginFailure> {
+    let manifest = &resolve_on(o, want, t).await?;
+    let bytes = if store.has_blob(manifest) {
+        store.read_blob(manifest, bundle::manifest::MAX_JSON_BYTES)?
+    } else {
+        let b = tokio::time::timeout(t.io, o.target.get_manifest(manifest))
+            .await
+            .map_err(|_| timed_out("get manifest", t.io))??;
+        // The target checks the digest; check again, it costs nothing and trusts no one.
+        let found = Digest::of(&b);
+        if found != *manifest {
+            return Err(bundle::Error::DigestMismatch {
+                what: "manifest".into(),
+                expected: *manifest,
+                found,
+            }
+            .into());
+        }
+        b.to_vec()
+    };
+    let m = bundle::manifest::parse_manifest(&bytes)?;
+    if manifest != want && m.config.digest != *want {
+        // `want` was taken as a bundle id and resolved through a channel: the manifest must be
+        // that bundle's.
+        return Err(bundle::Error::DigestMismatch {
+            what: format!("bundle id of manifest {manifest}"),
+            expected: *want,
+            found: m.config.digest,
+        }
+        .into());
+    }
+    let mut wanted: Vec<(Digest, u64)> = vec![(m.config.digest, m.config.size)];
+    wanted.extend(m.layers.iter().map(|l| (l.digest, l.size)));
+    wanted.retain(|(d, _)| !store.has_blob(d));
+    wanted.dedup();
+    let n = wanted.len();
+    let total: u64 = futures::stream::iter(wanted)
+        .map(|(d, size)| fetch_blob(o, d, size, store, t))
+        .buffer_unordered(PARALLEL_BLOBS)
+        .try_fold(0u64, |acc, b| async move { Ok(acc + b) })
+        .await?;
+    // The manifest goes in last: a staged manifest means every blob was staged before it.
+    store.put_blob(&bytes)?;
+    Ok((*manifest, n, total))
+}
+
+async fn fetch_blob(
+    o: &Origin,
+    digest: Digest,
+    size: u64,
+    store: &Store,
+    t: Timeouts,
+) -> std::result::Result<u64, OriginFailure> {
+    let what = format!("blob {digest}");
+    let mut s = tokio::time::timeout(t.io, o.target.get_blob(&digest))
+        .await
+        .map_err(|_| timed_out(&what, t.io))??;
+    let mut w = store.blob_writer()?;
+    let mut n = 0u64;
+    loop {
+        let chunk = tokio::time::timeout(t.io, s.next())
+            .await
+            .map_err(|_| timed_out(&format!("{what} (stalled after {n} bytes)"), t.io))?;
+        let Some(chunk) = chunk else { break };
+        let chunk = chunk?;
+        n += chunk.len() as u64;
+        if n > size {
+            return Err(OriginFailure {
+                reason: format!("{what}: longer than the {size} bytes the manifest says"),
+                integrity: true,
+            });
+        }
+        w.write_all(&chunk).map_err(|e| OriginFailure {
+            reason: format!("write staged {what}: {e}"),
+            integrity: false,
+        })?;
+    }
+    if n != size {
+        return Err(OriginFailure {
+            reason: format!("{what}: {n} bytes, the manifest says {size}"),
+            integrity: true,
+        });
+    }
+    // Hashing happened while writing; finishing renames the file to its digest if it matches.
+    w.finish_verified(&digest, &what)?;
+    tracing::debug!(origin = %o.name, blob = %digest, size, "blob staged");
+    Ok(n)
+}
+
+/// Open the replicator target for an origin URL (the replicator's [`replicator::open`]: clients,
+/// endpoints and credentials from the environment). A bad URL is a usage error.
+pub fn open_target(url: &str) -> Result<Arc<dyn Target>> {
+    let parsed: replicator::TargetUrl = url
+        .parse()
+        .map_err(|e: replicator::Error| InitError::Usage(format!("--origin: {}", chain(&e))))?;
+    replicator::open(&parsed)
+        .map_err(|e| InitError::Usage(format!("origin {}: {}", redact(url), chain(&e))))
+}
