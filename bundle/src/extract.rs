@@ -105,6 +105,10 @@ pub fn extract(
         if matches!(e.kind, EntryKind::Dir) {
             let p = root.join(e.path.as_str());
             fs::create_dir(&p).map_err(Error::io("create directory", &p))?;
+            // create_dir's mode is filtered by the umask (077 would give 0700, which a web
+            // server running as another user cannot read); set the index's mode exactly.
+            fs::set_permissions(&p, fs::Permissions::from_mode(e.mode()))
+                .map_err(Error::io("chmod", &p))?;
         }
     }
     let n = bundle.meta.manifest.layers.len();
