@@ -9,16 +9,17 @@
 //! - **zstd**: a skippable frame (magic `0x184D2A5E`) whose payload is the zstd-compressed index,
 //!   then a 32-byte footer frame (same magic, payload `SBINDEX1` + u64 LE offset + u64 LE length of
 //!   the index frame). A decoder skips both; a reader finds the footer in the last 32 bytes.
-//! - **gzip**: an empty gzip member (decompresses to nothing) whose FCOMMENT is the base64 of the
-//!   zstd-compressed index, then a 61-byte footer member whose FCOMMENT is `SBINDEX1` + 16 hex
-//!   digits offset + 16 hex digits length. Multi-member gzip readers (GNU gzip, Go, flate2) skip them.
+//! - **gzip**: empty gzip members (each decompresses to nothing) whose FEXTRA field carries the
+//!   zstd-compressed index in chunks of at most [`GZIP_EXTRA_CHUNK`] bytes (one subfield `SB`
+//!   each), then a 61-byte footer member whose FCOMMENT is `SBINDEX1` + 16 hex digits offset + 16
+//!   hex digits length of the index members. Multi-member gzip readers (GNU gzip, Go, flate2) skip
+//!   them. Not FCOMMENT for the index: Go's `compress/gzip` (umoci, containerd, Flux) refuses a
+//!   comment of 512 bytes or more with "gzip: invalid header", while it reads FEXTRA up to 64 KiB.
 //!
 //! The uncompressed tar stream, hence the layer's `diff_id`, is the same with or without the
 //! trailer and with either compression.
 
 use std::io::{self, Read, Write};
-
-use base64::Engine as _;
 
 use crate::error::Error;
 
@@ -38,6 +39,11 @@ pub const FOOTER_MAGIC: &[u8; 8] = b"SBINDEX1";
 pub const ZSTD_FOOTER_LEN: usize = 32;
 /// Length of the gzip footer member.
 pub const GZIP_FOOTER_LEN: usize = 61;
+/// Most index bytes one gzip index member carries: FEXTRA holds at most 65535 bytes, 4 of which
+/// are the subfield header.
+pub const GZIP_EXTRA_CHUNK: usize = 65_535 - 4;
+/// Subfield id of the index chunks in FEXTRA.
+const GZIP_SUBFIELD: [u8; 2] = *b"SB";
 /// Upper bound on an index, compressed or not (a 1M-file site is ~150 MB uncompressed).
 pub const MAX_INDEX_BYTES: u64 = 512 * 1024 * 1024;
 
@@ -167,14 +173,61 @@ pub fn write_index_trailer(
             out.write_all(&frame_len.to_le_bytes())?;
         }
         Compression::Gzip => {
-            let b64 = base64::engine::general_purpose::STANDARD.encode(&packed);
-            let member = empty_gzip_member(b64.as_bytes());
-            out.write_all(&member)?;
-            let comment = format!("SBINDEX1{offset:016x}{:016x}", member.len());
+            let mut len = 0usize;
+            for chunk in packed.chunks(GZIP_EXTRA_CHUNK) {
+                let member = empty_gzip_member_extra(chunk);
+                out.write_all(&member)?;
+                len += member.len();
+            }
+            let comment = format!("SBINDEX1{offset:016x}{len:016x}");
             out.write_all(&empty_gzip_member(comment.as_bytes()))?;
         }
     }
     Ok(())
+}
+
+/// Fixed part of an empty gzip member: its last 10 bytes (empty final deflate block, CRC 0,
+/// size 0).
+const GZIP_EMPTY_TAIL: [u8; 10] = [0x03, 0x00, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// A gzip member with FEXTRA set (one `SB` subfield holding `data`) and no content.
+fn empty_gzip_member_extra(data: &[u8]) -> Vec<u8> {
+    let mut m = vec![0x1f, 0x8b, 8, 0x04, 0, 0, 0, 0, 0, 0xff];
+    m.extend_from_slice(&((data.len() + 4) as u16).to_le_bytes());
+    m.extend_from_slice(&GZIP_SUBFIELD);
+    m.extend_from_slice(&(data.len() as u16).to_le_bytes());
+    m.extend_from_slice(data);
+    m.extend_from_slice(&GZIP_EMPTY_TAIL);
+    m
+}
+
+/// Split index members laid out as [`empty_gzip_member_extra`] writes them; concatenate their
+/// payloads.
+fn gzip_extra_payloads(mut frame: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    if frame.is_empty() {
+        return None;
+    }
+    while !frame.is_empty() {
+        if frame.len() < 16 + GZIP_EMPTY_TAIL.len()
+            || frame[..10] != [0x1f, 0x8b, 8, 0x04, 0, 0, 0, 0, 0, 0xff]
+        {
+            return None;
+        }
+        let xlen = usize::from(u16::from_le_bytes([frame[10], frame[11]]));
+        let len = usize::from(u16::from_le_bytes([frame[14], frame[15]]));
+        if frame[12..14] != GZIP_SUBFIELD || xlen != len + 4 || len == 0 {
+            return None;
+        }
+        let end = 12 + xlen;
+        let tail = frame.get(end..end + GZIP_EMPTY_TAIL.len())?;
+        if tail != GZIP_EMPTY_TAIL {
+            return None;
+        }
+        out.extend_from_slice(&frame[16..end]);
+        frame = &frame[end + GZIP_EMPTY_TAIL.len()..];
+    }
+    Some(out)
 }
 
 /// A gzip member with FCOMMENT set and no content: header, empty final deflate block, CRC 0, size 0.
@@ -242,13 +295,8 @@ pub fn decode_index_frame(compression: Compression, frame: &[u8]) -> Result<Vec<
             }
             frame[8..].to_vec()
         }
-        Compression::Gzip => {
-            let c = gzip_comment(frame)
-                .ok_or_else(|| bad("not an empty gzip member with a comment"))?;
-            base64::engine::general_purpose::STANDARD
-                .decode(c)
-                .map_err(|_| bad("comment is not base64"))?
-        }
+        Compression::Gzip => gzip_extra_payloads(frame)
+            .ok_or_else(|| bad("not a run of empty gzip members carrying the index"))?,
     };
     let mut out = Vec::new();
     zstd::stream::read::Decoder::new(&packed[..])
@@ -308,5 +356,55 @@ mod tests {
             let frame = &b[off as usize..(off + len) as usize];
             assert_eq!(decode_index_frame(c, frame).expect("index"), index);
         }
+    }
+
+    #[test]
+    fn large_gzip_index_spans_several_extra_members_and_stays_invisible() {
+        // Regression (issue 3): the index used to ride in one FCOMMENT, which Go's gzip reader
+        // (umoci, containerd, Flux) refuses from 512 bytes on. Incompressible index bytes force
+        // several 64 KiB FEXTRA members.
+        let mut x = 1u64;
+        let index: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        let payload = b"tar".repeat(1000);
+        let b = blob(Compression::Gzip, &payload, &index);
+        let mut got = Vec::new();
+        flate2::read::MultiGzDecoder::new(&b[..])
+            .read_to_end(&mut got)
+            .expect("decode");
+        assert_eq!(got, payload);
+        let (off, len) =
+            parse_footer(Compression::Gzip, &b[b.len() - GZIP_FOOTER_LEN..]).expect("footer");
+        let frame = &b[off as usize..(off + len) as usize];
+        assert!(frame.len() > 3 * 65_536, "several members");
+        assert_eq!(
+            decode_index_frame(Compression::Gzip, frame).expect("index"),
+            index
+        );
+        // No gzip header string (name or comment) of 512 bytes or more anywhere.
+        let mut rest = &b[off as usize..];
+        while !rest.is_empty() {
+            let flags = rest[3];
+            assert_eq!(flags & 0x08, 0, "no FNAME");
+            if flags & 0x10 != 0 {
+                let nul = rest[10..].iter().position(|&c| c == 0).expect("NUL");
+                assert!(nul < 512, "comment of {nul} bytes");
+                rest = &rest[10 + nul + 1 + 10..];
+            } else {
+                let xlen = usize::from(u16::from_le_bytes([rest[10], rest[11]]));
+                rest = &rest[12 + xlen + 10..];
+            }
+        }
+        // A damaged member is refused, not misread.
+        let mut bad = frame.to_vec();
+        bad[13] = b'X';
+        assert!(decode_index_frame(Compression::Gzip, &bad).is_err());
+        assert!(decode_index_frame(Compression::Gzip, &frame[..frame.len() - 1]).is_err());
     }
 }

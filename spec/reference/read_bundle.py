@@ -10,7 +10,6 @@ writes the tree.
 Needs: Python 3.9+, the `blake3` module (pip install blake3), and the `zstd` and `gzip` commands.
 Usage: read_bundle.py LAYOUT_DIR TAG [--extract DIR]   (prints the bundle id; exit 1 on any failure)
 """
-import base64
 import hashlib
 import json
 import os
@@ -70,8 +69,19 @@ def read_index(media_type, layer0):
         off, length = int(comment[8:24], 16), int(comment[24:40], 16)
         if off + length != len(layer0) - 61:
             raise Bad("footer does not locate the index member")
-        member = layer0[off:off + length]
-        packed = base64.b64decode(member[10:-11], validate=True)
+        members = layer0[off:off + length]
+        packed = b""
+        while members:
+            head = members[:16]
+            if len(head) < 16 or head[:10] != b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\xff":
+                raise Bad("bad gzip index member")
+            xlen, si, n = struct.unpack("<H2sH", head[10:16])
+            if si != b"SB" or xlen != n + 4 or n == 0:
+                raise Bad("bad gzip index subfield")
+            if members[16 + n:26 + n] != b"\x03\x00" + bytes(8):
+                raise Bad("gzip index member is not empty")
+            packed += members[16:16 + n]
+            members = members[26 + n:]
     return decompress("+zstd", packed)
 
 
