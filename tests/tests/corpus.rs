@@ -43,6 +43,13 @@ fn round_trip(home: &Path, work: &Path, site: &Path, extra: &[&str], leave_out: 
         expected.remove(*x);
     }
     assert_same_tree(&site.display().to_string(), &expected, &snapshot(&dest));
+    // The corpus uses exactly the modes a bundle stores (0644, 0755 for dirs and executables),
+    // so the full permission bits must come back too.
+    let mut want_modes = modes(site);
+    for x in leave_out {
+        want_modes.remove(*x);
+    }
+    assert_eq!(want_modes, modes(&dest), "modes of {}", site.display());
     // 3. And the bundle verifies.
     run_ok(sb(home).args(["verify", &id]));
     id

@@ -248,3 +248,15 @@ pub fn untar_layers(layout: &Path, tag: &str, decompress: &str, root: &Path) {
         run_ok(Command::new("bash").args(["-o", "pipefail", "-c", &cmd]));
     }
 }
+
+/// Permission bits (`mode & 0o7777`) of every non-symlink entry under `root`.
+pub fn modes(root: &Path) -> BTreeMap<String, u32> {
+    snapshot(root)
+        .into_iter()
+        .filter(|(_, n)| !matches!(n, Node::Symlink(_)))
+        .map(|(p, _)| {
+            let m = fs::symlink_metadata(root.join(&p)).expect("lstat");
+            (p, m.permissions().mode() & 0o7777)
+        })
+        .collect()
+}
