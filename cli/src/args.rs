@@ -11,7 +11,8 @@ Exit codes:
   1  error: bad input, missing bundle, I/O or network problem (the message says which)
   2  usage error (unknown flag, missing argument)
   3  integrity failure: a blob, layer or file does not match its digest
-  4  differences found (diff --exit-code)";
+  4  differences found (diff --exit-code)
+  5  targets disagree, or a channel moved on some targets only (status, push, promote, rollback)";
 
 /// Pack a static site into a content-addressed, verifiable bundle; inspect, verify, extract.
 #[derive(Debug, Parser)]
@@ -64,6 +65,112 @@ pub enum Command {
     List,
     /// Point a tag of the local store at a bundle.
     Tag(TagArgs),
+    /// Make a bundle complete on every target, then (only then) move a channel on all of them.
+    Push(PushArgs),
+    /// Copy a bundle from a target into the local store, verifying every byte.
+    Pull(PullArgs),
+    /// Point channel TO at the bundle channel FROM points to, on every target.
+    Promote(PromoteArgs),
+    /// Move a channel back, on every target, to a digest or N moves back in its history.
+    Rollback(RollbackArgs),
+    /// Show a channel's history: when, from, to, who, message.
+    History(HistoryArgs),
+    /// For every target and channel: the bundle it points to, whether it is complete, and whether
+    /// all targets agree (exit 5 when not).
+    Status(StatusArgs),
+}
+
+/// Targets: URLs (oci://, oci+http://, s3://, gs://, az://, file://, https://) or names from
+/// sitebundle.toml; defaults from its `[defaults] to`. Credentials come from the environment only.
+const TARGETS_HELP: &str =
+    "Target URL or name from sitebundle.toml (repeatable) [default: [defaults] to]";
+
+/// `push` arguments.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The bundle in the local store (tag, digest or unique prefix).
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    #[arg(long, value_name = "TARGET", help = TARGETS_HELP)]
+    pub to: Vec<String>,
+    /// Move this channel on every target once the bundle is complete everywhere.
+    #[arg(long, short)]
+    pub channel: Option<String>,
+    /// Message recorded in the channel history [env: SITEBUNDLE_MESSAGE].
+    #[arg(long, short)]
+    pub message: Option<String>,
+    /// Parallel blob uploads per target [env: SITEBUNDLE_JOBS, default 4].
+    #[arg(long, short)]
+    pub jobs: Option<usize>,
+}
+
+/// `pull` arguments.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// A channel, a manifest digest, or a bundle id.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// The target to read from (URL or name).
+    #[arg(long, value_name = "TARGET")]
+    pub from: String,
+    /// Tag the bundle in the local store (repeatable).
+    #[arg(long, short)]
+    pub tag: Vec<String>,
+}
+
+/// `promote` arguments.
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The channel to copy (must point to the same bundle on every target).
+    pub from: String,
+    /// The channel to move.
+    #[arg(value_name = "TO")]
+    pub channel: String,
+    #[arg(long, value_name = "TARGET", help = TARGETS_HELP)]
+    pub to: Vec<String>,
+    /// Message recorded in the channel history.
+    #[arg(long, short)]
+    pub message: Option<String>,
+}
+
+/// `rollback` arguments.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The channel to move back.
+    pub channel: String,
+    /// The manifest digest or bundle id to move it to.
+    #[arg(long, value_name = "DIGEST", conflicts_with = "steps")]
+    pub to: Option<String>,
+    /// Move it to where it pointed this many moves ago [default: 1].
+    #[arg(long, value_name = "N")]
+    pub steps: Option<usize>,
+    #[arg(long, value_name = "TARGET", help = TARGETS_HELP)]
+    pub target: Vec<String>,
+    /// Message recorded in the channel history.
+    #[arg(long, short)]
+    pub message: Option<String>,
+}
+
+/// `history` arguments.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The channel.
+    pub channel: String,
+    #[arg(long, value_name = "TARGET", help = TARGETS_HELP)]
+    pub to: Vec<String>,
+}
+
+/// `status` arguments.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(long, value_name = "TARGET", help = TARGETS_HELP)]
+    pub to: Vec<String>,
+    /// Only these channels (repeatable) [default: every channel found].
+    #[arg(long, short)]
+    pub channel: Vec<String>,
+    /// Download and hash every blob of every channel.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// `build` arguments.

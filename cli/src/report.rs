@@ -8,6 +8,8 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_INTEGRITY: u8 = 3;
 /// Exit code for "differences found".
 pub const EXIT_DIFFERENT: u8 = 4;
+/// Exit code when targets disagree or a channel moved on some targets only.
+pub const EXIT_PARTIAL: u8 = 5;
 
 /// What to do about an error, when there is something to say.
 pub fn hint(e: &Error) -> Option<String> {
@@ -53,8 +55,39 @@ pub fn report(err: &anyhow::Error) -> u8 {
     if let Some(h) = bundle_err.and_then(hint) {
         eprintln!("hint: {h}");
     }
-    match bundle_err {
-        Some(e) if e.is_integrity() => EXIT_INTEGRITY,
+    let repl_err = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<replicator::Error>());
+    if let Some(h) = repl_err.and_then(replicator_hint) {
+        eprintln!("hint: {h}");
+    }
+    match (bundle_err, repl_err) {
+        (Some(e), _) if e.is_integrity() => EXIT_INTEGRITY,
+        (_, Some(e)) if e.is_integrity() => EXIT_INTEGRITY,
         _ => EXIT_ERROR,
     }
+}
+
+/// What to do about a replicator error.
+pub fn replicator_hint(e: &replicator::Error) -> Option<String> {
+    use replicator::Error as R;
+    Some(match e {
+        R::Incomplete { .. } => "fix the failing target(s) and run the same command again: \
+            what is already uploaded is skipped"
+            .into(),
+        R::ChannelConflict { .. } => "someone else moved the channel meanwhile: check \
+            `sitebundle status` and `sitebundle history`, then run the command again"
+            .into(),
+        R::Disagree { .. } => "make the targets agree first (push or promote again), \
+            see `sitebundle status`"
+            .into(),
+        R::InvalidUrl { .. } => "targets look like oci://host/repo, oci+http://host:port/repo, \
+            s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///path or https://origin/path"
+            .into(),
+        R::ReadOnly { .. } => "HTTP origins are read-only: push to the directory or bucket they serve".into(),
+        R::DigestMismatch { .. } | R::Corrupt { .. } => {
+            "the target holds damaged or tampered data: push the bundle to it again".into()
+        }
+        _ => return None,
+    })
 }

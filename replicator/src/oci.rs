@@ -152,7 +152,11 @@ impl OciTarget {
         let retryable = match &e {
             OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
             OciDistributionError::RequestError(r) => {
-                r.is_timeout() || r.is_connect() || r.is_request() || r.is_body()
+                r.is_timeout()
+                    || r.is_connect()
+                    || r.is_request()
+                    || r.is_body()
+                    || r.status().is_some_and(|s| s.is_server_error())
             }
             OciDistributionError::IoError(_) => true,
             _ => false,

@@ -607,6 +607,12 @@ pub async fn rollback(
         .map(|(_, h)| h)
         .unwrap_or_default();
     let manifest = match to {
+        RollbackTo::Steps(_) if events.is_empty() => {
+            return Err(Error::Usage(format!(
+                "no history of channel {channel} on these targets (registries keep none; \
+                 add a directory or bucket target, or use --to DIGEST)"
+            )))
+        }
         RollbackTo::Steps(n) => {
             if n == 0 || n > events.len() {
                 return Err(Error::Usage(format!(

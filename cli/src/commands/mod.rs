@@ -4,8 +4,14 @@ mod archive;
 mod build;
 mod diff;
 mod extract;
+mod history;
 mod inspect;
 mod ls;
+mod promote;
+mod pull;
+mod push;
+mod rollback;
+mod status;
 mod store;
 mod verify;
 
@@ -29,6 +35,12 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Import(a) => archive::import(g, a),
         Command::List => store::list(g),
         Command::Tag(a) => store::tag(g, a),
+        Command::Push(a) => push::run(g, a),
+        Command::Pull(a) => pull::run(g, a),
+        Command::Promote(a) => promote::run(g, a),
+        Command::Rollback(a) => rollback::run(g, a),
+        Command::History(a) => history::run(g, a),
+        Command::Status(a) => status::run(g, a),
     }
 }
 

@@ -1,0 +1,74 @@
+//! `sitebundle push REF [--to T...] [--channel NAME]`.
+
+use anyhow::Result;
+use replicator::push::{ChannelOutcome, LocalBundle, Options, Report};
+
+use super::{human, open_store, print_json};
+use crate::args::{Global, PushArgs};
+use crate::report::EXIT_PARTIAL;
+use crate::targets::{open_targets, runtime};
+
+pub fn run(g: &Global, a: PushArgs) -> Result<u8> {
+    let store = open_store(g)?;
+    let manifest = store.resolve(&a.reference)?;
+    let targets = open_targets(&a.to)?;
+    let mut opts = Options::from_env();
+    if let Some(m) = a.message {
+        opts.message = Some(m);
+    }
+    if let Some(j) = a.jobs {
+        opts.jobs = j.max(1);
+    }
+    let rep = runtime()?.block_on(async {
+        let b = LocalBundle::open(&store, manifest).await?;
+        replicator::push::push(&b, &targets, a.channel.as_deref(), &opts).await
+    })?;
+    print_report(g, &rep)
+}
+
+/// Print a push / promote / rollback report; exit 5 when a channel move failed somewhere.
+pub fn print_report(g: &Global, rep: &Report) -> Result<u8> {
+    if g.json {
+        print_json(rep)?;
+    } else {
+        for t in &rep.targets {
+            let mut line = format!("{}: ", t.target);
+            if t.uploaded + t.skipped > 0 {
+                line.push_str(&format!(
+                    "{} blob(s) uploaded ({}), {} already there",
+                    t.uploaded,
+                    human(t.bytes),
+                    t.skipped
+                ));
+            } else {
+                line.push_str("complete");
+            }
+            if let (Some(c), Some(o)) = (&rep.channel, &t.channel) {
+                line.push_str(&match o {
+                    ChannelOutcome::Moved { from: Some(f) } => {
+                        format!("; {c}: {f} -> {}", rep.manifest)
+                    }
+                    ChannelOutcome::Moved { from: None } => {
+                        format!("; {c}: created -> {}", rep.manifest)
+                    }
+                    ChannelOutcome::Unchanged => format!("; {c}: already {}", rep.manifest),
+                    ChannelOutcome::Failed { error } => format!("; {c}: NOT MOVED: {error}"),
+                });
+            }
+            if let Some(h) = &t.history_error {
+                line.push_str(&format!("; history not recorded: {h}"));
+            }
+            println!("{line}");
+        }
+        println!("{}", rep.manifest);
+    }
+    if rep.is_ok() {
+        Ok(0)
+    } else {
+        eprintln!(
+            "error: the channel did not move on every target; run the same command again to converge, \
+             and check `sitebundle status`"
+        );
+        Ok(EXIT_PARTIAL)
+    }
+}

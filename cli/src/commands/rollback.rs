@@ -1,0 +1,22 @@
+//! `sitebundle rollback CHANNEL [--to DIGEST | --steps N] [--target T...]`.
+
+use anyhow::Result;
+use replicator::push::{Options, RollbackTo};
+
+use super::push::print_report;
+use crate::args::{Global, RollbackArgs};
+use crate::targets::{open_targets, runtime};
+
+pub fn run(g: &Global, a: RollbackArgs) -> Result<u8> {
+    let targets = open_targets(&a.target)?;
+    let mut opts = Options::from_env();
+    if let Some(m) = a.message {
+        opts.message = Some(m);
+    }
+    let to = match a.to {
+        Some(d) => RollbackTo::Digest(d.parse()?),
+        None => RollbackTo::Steps(a.steps.unwrap_or(1)),
+    };
+    let rep = runtime()?.block_on(replicator::push::rollback(&targets, &a.channel, to, &opts))?;
+    print_report(g, &rep)
+}
