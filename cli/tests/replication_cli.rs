@@ -217,3 +217,57 @@ fn pipeline_push_promote_rollback_pull_status_history() {
         );
     }
 }
+
+/// Registry credentials from a docker-style auth file (`REGISTRY_AUTH_FILE`, `auths` entry with
+/// base64 `user:password`), with no SITEBUNDLE_REGISTRY_* variable set.
+#[test]
+fn registry_credentials_from_auth_file() {
+    let corpus = std::path::PathBuf::from(need("SITEBUNDLE_TEST_CORPUS")).join("small");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = tmp.path();
+    let config = home.join("sitebundle.toml");
+    std::fs::write(&config, "").expect("write config");
+    let auth_host = need("SITEBUNDLE_TEST_REGISTRY_AUTH");
+    let password = need("SITEBUNDLE_TEST_REGISTRY_AUTH_PASSWORD");
+    let token =
+        base64(format!("{}:{password}", need("SITEBUNDLE_TEST_REGISTRY_AUTH_USER")).as_bytes());
+    let auth_file = home.join("auth.json");
+    std::fs::write(
+        &auth_file,
+        format!("{{\"auths\": {{\"{auth_host}\": {{\"auth\": \"{token}\"}}}}}}"),
+    )
+    .expect("write auth file");
+    let url = format!("oci://{auth_host}/sbtest/{}", unique("authfile"));
+    let id = last_line(&ok(sb(home, &config).arg("build").arg(corpus.join("v1"))).stdout);
+    let mut c = sb(home, &config);
+    c.env_remove("SITEBUNDLE_REGISTRY_USER")
+        .env_remove("SITEBUNDLE_REGISTRY_PASSWORD")
+        .env("REGISTRY_AUTH_FILE", &auth_file);
+    let r = ok(c.args(["push", &id, "--to", &url, "--channel", "live"]));
+    assert!(!r.all.contains(&password));
+    // Without any credentials the registry refuses.
+    let mut c = sb(home, &config);
+    c.env_remove("SITEBUNDLE_REGISTRY_USER")
+        .env_remove("SITEBUNDLE_REGISTRY_PASSWORD");
+    let r = run(c.args(["status", "--to", &url]));
+    assert_ne!(r.code, Some(0), "{}", r.all);
+}
+
+/// Standard base64 with padding (enough for an auth file).
+fn base64(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
