@@ -685,3 +685,55 @@ async fn skopeo_reads_registry_and_dir_targets() {
         );
     }
 }
+
+/// The registry process is killed (SIGKILL) in the middle of a push: no channel moves anywhere;
+/// after a restart, the same push converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_killed_mid_push_then_rerun_converges() {
+    let fx = fixture();
+    let d = tempfile::tempdir().expect("tempdir");
+    let reg = PrivateRegistry::start(&d.path().join("registry")).await;
+    let proxy = FaultProxy::start(&reg.host, vec![]).await;
+    let targets: Vec<Arc<dyn Target>> = vec![
+        dir_target(&d.path().join("dir")),
+        registry_target_at(&proxy.host(), "killed"),
+    ];
+    let b1 = fx.bundle(0).await;
+    let b3 = fx.bundle(2).await;
+    push::push(&b1, &targets, Some("prod"), &opts())
+        .await
+        .expect("push v1");
+    // Kill the registry once ~300 kB of the next push went through.
+    proxy.on_down(reg.killer());
+    proxy.cut_after(300_000);
+    let e = push::push(&b3, &targets, Some("prod"), &opts())
+        .await
+        .expect_err("push must fail when the registry is killed");
+    assert!(!reg.is_running(), "the registry was not killed mid-push");
+    assert!(matches!(e, Error::Incomplete { .. }), "{e:?}");
+    assert_eq!(
+        targets[0]
+            .read_channel("prod")
+            .await
+            .expect("read")
+            .map(|r| r.manifest),
+        Some(b1.manifest),
+        "the directory's channel moved although the registry died"
+    );
+    reg.restart().await;
+    proxy.set_down(false);
+    assert_eq!(
+        targets[1]
+            .read_channel("prod")
+            .await
+            .expect("read")
+            .map(|r| r.manifest),
+        Some(b1.manifest)
+    );
+    let r = push::push(&b3, &targets, Some("prod"), &opts())
+        .await
+        .expect("re-run converges");
+    assert!(r.is_ok());
+    let st = replicator::status::status(&targets, None, true, 4).await;
+    assert!(st.agrees(), "{:?}", st.problems);
+}

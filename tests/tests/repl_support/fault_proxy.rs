@@ -32,6 +32,18 @@ struct State {
     budget: AtomicU64,
     faults_served: AtomicU64,
     connections: AtomicU64,
+    /// Called once when the byte budget runs out (for example: kill the real service).
+    on_down: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl State {
+    fn go_down(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        let hook = self.on_down.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = hook {
+            h();
+        }
+    }
 }
 
 /// A running proxy (it stops when dropped).
@@ -107,6 +119,13 @@ impl FaultProxy {
         self.state.budget.store(bytes, Ordering::SeqCst);
     }
 
+    /// Run `f` once, at the moment the byte budget of [`FaultProxy::cut_after`] runs out.
+    pub fn on_down(&self, f: impl FnOnce() + Send + 'static) {
+        if let Ok(mut h) = self.state.on_down.lock() {
+            *h = Some(Box::new(f));
+        }
+    }
+
     /// Faults injected so far.
     pub fn faults_served(&self) -> u64 {
         self.state.faults_served.load(Ordering::SeqCst)
@@ -151,7 +170,7 @@ async fn pass(client: TcpStream, upstream: &str, st: &Arc<State>) {
             if left != u64::MAX {
                 if (n as u64) >= left {
                     st2.budget.store(0, Ordering::SeqCst);
-                    st2.down.store(true, Ordering::SeqCst);
+                    st2.go_down();
                     return;
                 }
                 st2.budget.store(left - n as u64, Ordering::SeqCst);

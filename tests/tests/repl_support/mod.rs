@@ -259,3 +259,87 @@ pub fn tree(root: &Path) -> std::collections::BTreeMap<String, String> {
     walk(root, root, &mut out);
     out
 }
+
+/// A private docker-registry process (the same binary the shared services run), so a test can
+/// kill it: plain HTTP on a free loopback port, data in `dir`.
+pub struct PrivateRegistry {
+    pub host: String,
+    config: PathBuf,
+    child: Arc<std::sync::Mutex<Option<std::process::Child>>>,
+}
+
+impl PrivateRegistry {
+    pub async fn start(dir: &Path) -> PrivateRegistry {
+        let port = dead_port();
+        let host = format!("127.0.0.1:{port}");
+        let config = dir.join("config.yml");
+        std::fs::create_dir_all(dir.join("data")).expect("mkdir");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\n\
+                 storage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\n\
+                 http:\n  addr: {host}\n  secret: sitebundle-test-secret\n",
+                dir.join("data").display()
+            ),
+        )
+        .expect("write registry config");
+        let r = PrivateRegistry {
+            host,
+            config,
+            child: Arc::new(std::sync::Mutex::new(None)),
+        };
+        r.spawn().await;
+        r
+    }
+
+    async fn spawn(&self) {
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&self.config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start docker-registry (installed by ../shared/services/install)");
+        *self.child.lock().expect("lock") = Some(child);
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("http://{}/v2/", self.host)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("private docker-registry on {} did not come up", self.host);
+    }
+
+    /// A function that SIGKILLs the registry (for [`fault_proxy::FaultProxy::on_down`]).
+    pub fn killer(&self) -> impl FnOnce() + Send + 'static {
+        let child = self.child.clone();
+        move || {
+            if let Some(mut c) = child.lock().ok().and_then(|mut c| c.take()) {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.lock().map(|c| c.is_some()).unwrap_or(false)
+    }
+
+    pub async fn restart(&self) {
+        (self.killer())();
+        self.spawn().await;
+    }
+}
+
+impl Drop for PrivateRegistry {
+    fn drop(&mut self) {
+        (self.killer())();
+    }
+}
