@@ -13,6 +13,8 @@
 //!   not prevented. The last writer wins on the registry; `status` shows the disagreement.
 //! - **History** is not kept on registries: events go to the object-store and directory targets
 //!   of the same push (`Capabilities::history` is false here).
+//! - Cross-repository mounts: when one push goes to several repositories of the same registry,
+//!   blobs are uploaded to the first and mounted into the others ([`Target::mount_blob`]).
 //! - Plain HTTP with `oci+http://`; extra CAs from `SITEBUNDLE_REGISTRY_CA`; credentials from
 //!   [`crate::auth`].
 
@@ -442,6 +444,30 @@ impl Target for OciTarget {
             });
         }
         Ok(())
+    }
+
+    fn registry_repository(&self) -> Option<(&str, &str)> {
+        Some((&self.registry, &self.repository))
+    }
+
+    async fn mount_blob(&self, digest: &Digest, from: &dyn Target) -> Result<bool> {
+        let Some((reg, repo)) = from.registry_repository() else {
+            return Ok(false);
+        };
+        if reg != self.registry || repo == self.repository {
+            return Ok(false);
+        }
+        self.for_push().await?;
+        let src = Reference::with_digest(reg.to_string(), repo.to_string(), digest.to_string());
+        match self
+            .client
+            .mount_blob(&self.by_digest(digest), &src, &digest.to_string())
+            .await
+        {
+            // A registry may answer 202 (start an upload) instead of mounting: check.
+            Ok(()) => self.has_blob(digest).await,
+            Err(_) => Ok(false),
+        }
     }
 
     async fn append_history(&self, _event: &HistoryEvent) -> Result<()> {

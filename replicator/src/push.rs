@@ -177,7 +177,7 @@ pub struct TargetReport {
     pub target: String,
     /// Blobs uploaded.
     pub uploaded: usize,
-    /// Blobs already present.
+    /// Blobs already present, or mounted from another repository of the same registry.
     pub skipped: usize,
     /// Bytes uploaded.
     pub bytes: u64,
@@ -256,11 +256,13 @@ async fn resolve_all(
     }
 }
 
-/// Phase 1 on one target: upload missing blobs, then the manifest.
+/// Phase 1 on one target: upload missing blobs (or mount them from `mount_from`, a repository
+/// of the same registry completed just before), then the manifest.
 async fn complete_on(
     t: &dyn Target,
     b: &LocalBundle,
     opts: &Options,
+    mount_from: Option<&dyn Target>,
 ) -> Result<(usize, usize, u64)> {
     let sem = Semaphore::new(opts.jobs.max(1));
     let results: Vec<Result<Option<u64>>> = futures::stream::iter(b.blobs.iter())
@@ -273,6 +275,11 @@ async fn complete_on(
                     .map_err(|e| Error::Task(e.to_string()))?;
                 if with_retry(opts.attempts, "check blob", || t.has_blob(&blob.digest)).await? {
                     return Ok(None);
+                }
+                if let Some(src) = mount_from {
+                    if t.mount_blob(&blob.digest, src).await.unwrap_or(false) {
+                        return Ok(None);
+                    }
                 }
                 with_retry(opts.attempts, "upload blob", || {
                     t.put_blob(&blob.digest, blob.size, &blob.path)
@@ -299,6 +306,51 @@ async fn complete_on(
     })
     .await?;
     Ok((up, skip, bytes))
+}
+
+/// Phase 1 on every target. Targets that are the first repository of their registry in the list
+/// (and all non-registry targets) go first, in parallel; further repositories of the same
+/// registry follow and mount blobs from the first one instead of uploading them again.
+async fn phase_one(
+    targets: &[Arc<dyn Target>],
+    bundle: &LocalBundle,
+    opts: &Options,
+) -> Vec<Result<(usize, usize, u64)>> {
+    let source: Vec<Option<usize>> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let (reg, _) = t.registry_repository()?;
+            targets[..i]
+                .iter()
+                .position(|o| o.registry_repository().is_some_and(|(r, _)| r == reg))
+        })
+        .collect();
+    let first = join_all(targets.iter().zip(&source).map(|(t, s)| async move {
+        match s {
+            None => Some(complete_on(t.as_ref(), bundle, opts, None).await),
+            Some(_) => None,
+        }
+    }))
+    .await;
+    let second = join_all(targets.iter().zip(&source).map(|(t, s)| {
+        let first = &first;
+        async move {
+            let j = (*s)?;
+            // Mount only from a source that completed.
+            let src = matches!(first[j], Some(Ok(_))).then(|| targets[j].as_ref());
+            Some(complete_on(t.as_ref(), bundle, opts, src).await)
+        }
+    }))
+    .await;
+    first
+        .into_iter()
+        .zip(second)
+        .map(|(a, b)| {
+            a.or(b)
+                .unwrap_or_else(|| Err(Error::Task("phase 1 skipped a target".into())))
+        })
+        .collect()
 }
 
 /// Move `channel` on one target from `expected` to `new`, then record history there.
@@ -392,12 +444,7 @@ pub async fn push(
         }
         None => None,
     };
-    let phase1 = join_all(
-        targets
-            .iter()
-            .map(|t| complete_on(t.as_ref(), bundle, opts)),
-    )
-    .await;
+    let phase1 = phase_one(targets, bundle, opts).await;
     let mut failures = Vec::new();
     let mut reports = Vec::new();
     for (t, r) in targets.iter().zip(phase1) {

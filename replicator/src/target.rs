@@ -108,6 +108,19 @@ pub trait Target: Send + Sync + std::fmt::Debug {
 
     /// Append an event to a channel's history (the target assigns `seq`).
     async fn append_history(&self, event: &HistoryEvent) -> Result<()>;
+
+    /// `(registry host, repository)` for registry targets, so push can mount blobs across
+    /// repositories of the same registry. `None` elsewhere.
+    fn registry_repository(&self) -> Option<(&str, &str)> {
+        None
+    }
+
+    /// Try to make `digest` present here without uploading it, by a cross-repository mount from
+    /// `from` (another repository of the same registry that has it). `Ok(false)`: not possible,
+    /// upload instead.
+    async fn mount_blob(&self, _digest: &Digest, _from: &dyn Target) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Read a whole blob of at most `max` bytes and check its digest.

@@ -737,3 +737,24 @@ async fn registry_killed_mid_push_then_rerun_converges() {
     let st = replicator::status::status(&targets, None, true, 4).await;
     assert!(st.agrees(), "{:?}", st.problems);
 }
+
+/// Two repositories of one registry in one push: blobs go up once and are mounted into the
+/// second repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_repository_mounts_blobs() {
+    let fx = fixture();
+    let name = unique("mount");
+    let targets: Vec<Arc<dyn Target>> = vec![
+        registry_target(&format!("{name}-a")),
+        registry_target(&format!("{name}-b")),
+    ];
+    let b = fx.bundle(0).await;
+    let r = push::push(&b, &targets, Some("live"), &opts())
+        .await
+        .expect("push");
+    assert_eq!(r.targets[0].uploaded, b.blobs.len());
+    assert_eq!(r.targets[1].uploaded, 0, "{:?}", r.targets[1]);
+    assert_eq!(r.targets[1].bytes, 0);
+    let st = replicator::status::status(&targets, None, true, 4).await;
+    assert!(st.agrees(), "{:?}", st.problems);
+}
