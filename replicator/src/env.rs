@@ -4,6 +4,8 @@
 //! from the command line, and they are never logged. Variables of the cloud providers are read by
 //! `object_store`'s builders (`from_env`); they are listed here for reference.
 
+/// The local store (read by `bundle::Store::default_root` and the CLI's `--store`).
+pub const SITEBUNDLE_HOME: &str = "SITEBUNDLE_HOME";
 /// Name recorded as "who" in channel history. Falls back to CI variables (see [`actor`]).
 pub const SITEBUNDLE_ACTOR: &str = "SITEBUNDLE_ACTOR";
 /// Free-text message recorded in channel history (the CLI's `--message` wins).
@@ -22,12 +24,38 @@ pub const SITEBUNDLE_REGISTRY_CA: &str = "SITEBUNDLE_REGISTRY_CA";
 pub const SITEBUNDLE_REGISTRY_PLAIN_HTTP: &str = "SITEBUNDLE_REGISTRY_PLAIN_HTTP";
 /// Parallel blob uploads per target (default [`crate::push::DEFAULT_JOBS`]).
 pub const SITEBUNDLE_JOBS: &str = "SITEBUNDLE_JOBS";
-/// Attempts per request on 5xx / timeouts / cut connections (default [`crate::retry::DEFAULT_ATTEMPTS`]).
+/// Retries per operation on 5xx / timeouts / cut connections (default [`crate::open::DEFAULT_RETRIES`]).
 pub const SITEBUNDLE_RETRIES: &str = "SITEBUNDLE_RETRIES";
 /// Docker-style auth file (`auths` entries with base64 `user:pass`), read before `~/.docker/config.json`.
 pub const REGISTRY_AUTH_FILE: &str = "REGISTRY_AUTH_FILE";
 /// Directory holding `config.json` (default `~/.docker`).
 pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";
+
+/// Settings the test suites read (`scripts/test` exports them from the services' env file):
+/// endpoints, buckets and known test credentials of the loopback services, plus the corpus.
+pub const TEST_VARS: &[&str] = &[
+    "SITEBUNDLE_TEST_CORPUS",
+    "SITEBUNDLE_TEST_REGISTRY",
+    "SITEBUNDLE_TEST_REGISTRY_AUTH",
+    "SITEBUNDLE_TEST_REGISTRY_AUTH_USER",
+    "SITEBUNDLE_TEST_REGISTRY_AUTH_PASSWORD",
+    "SITEBUNDLE_TEST_REGISTRY_CA",
+    "SITEBUNDLE_TEST_S3_ENDPOINT",
+    "SITEBUNDLE_TEST_S3_BUCKET",
+    "SITEBUNDLE_TEST_S3_REGION",
+    "SITEBUNDLE_TEST_S3_ACCESS_KEY_ID",
+    "SITEBUNDLE_TEST_S3_SECRET_ACCESS_KEY",
+    "SITEBUNDLE_TEST_AWS_CLI",
+    "SITEBUNDLE_TEST_AZURE_ENDPOINT",
+    "SITEBUNDLE_TEST_AZURE_ACCOUNT",
+    "SITEBUNDLE_TEST_AZURE_KEY",
+    "SITEBUNDLE_TEST_AZURE_CONTAINER",
+    "SITEBUNDLE_TEST_GCS_ENDPOINT",
+    "SITEBUNDLE_TEST_GCS_BUCKET",
+    "SITEBUNDLE_TEST_GCS_SERVICE_ACCOUNT",
+    "SITEBUNDLE_TEST_HTTP_ORIGIN",
+    "SITEBUNDLE_TEST_HTTP_ROOT",
+];
 
 /// CI variables consulted, in order, for the history's "who" when [`SITEBUNDLE_ACTOR`] is unset.
 pub const CI_ACTOR_VARS: &[(&str, &str)] = &[

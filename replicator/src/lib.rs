@@ -15,7 +15,7 @@
 //! | status | [`status`] | [`status::status`] |
 //! | pull | [`pull`] | [`pull::pull`] |
 //! | registry credentials | [`auth`] | [`auth::resolve`] |
-//! | environment | [`env`] | every `SITEBUNDLE_*` variable |
+//! | environment | [`env`](mod@env) | every `SITEBUNDLE_*` variable |
 //! | CPU work boundary | [`blocking`] | [`blocking::run`] |
 //! | errors | [`error`] | [`Error`] |
 //!

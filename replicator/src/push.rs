@@ -33,7 +33,7 @@ use crate::target::Target;
 /// Default parallel blob uploads per target.
 pub const DEFAULT_JOBS: usize = 4;
 /// Default attempts per operation (first try included) on retryable errors.
-pub const DEFAULT_ATTEMPTS: u32 = 4;
+pub const DEFAULT_ATTEMPTS: u32 = crate::open::DEFAULT_RETRIES as u32 + 1;
 /// First backoff delay; doubled after each failed attempt, capped at [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest backoff delay.
