@@ -166,21 +166,53 @@ pub async fn fetch(
     })
 }
 
-/// Which manifest `want` (a manifest digest or a bundle id) names on this origin: the replicator's
-/// [`replicator::pull::resolve`] tries it as a manifest digest, then looks for a channel whose
-/// bundle id it is.
+/// Which manifest `want` (a manifest digest or a bundle id) names on this origin: `want` itself
+/// if the origin holds a manifest under it; else the manifest of a channel whose bundle id is
+/// `want`. (On a directory or bucket target, a bundle id also names the config blob, so
+/// "something exists under this digest" is not enough: it must parse as a manifest.)
 async fn resolve_on(
     o: &Origin,
     want: &Digest,
     t: Timeouts,
 ) -> std::result::Result<Digest, OriginFailure> {
-    let d = tokio::time::timeout(
-        t.io,
-        replicator::pull::resolve(&*o.target, &want.to_string()),
-    )
-    .await
-    .map_err(|_| timed_out(&format!("resolve {want}"), t.io))??;
-    Ok(d)
+    let t_ = o.target.as_ref();
+    let io = |what: String| move |_| timed_out(&what, t.io);
+    // A registry may answer a GET of a non-manifest digest with an error other than 404
+    // (docker-registry 2.8 answers 500 for a config digest), so any answer that is not a
+    // manifest sends us to the channels; a timeout ends this origin's turn.
+    let first = match tokio::time::timeout(t.io, t_.get_manifest(want))
+        .await
+        .map_err(io(format!("get manifest {want}")))?
+    {
+        Ok(b) if bundle::manifest::parse_manifest(&b).is_ok() => return Ok(*want),
+        Ok(_) | Err(replicator::Error::NotFound { .. }) => None,
+        Err(e) => Some(e),
+    };
+    let channels = match tokio::time::timeout(t.io, t_.list_channels())
+        .await
+        .map_err(io("list channels".into()))?
+    {
+        Ok(c) => c,
+        Err(e) => return Err(first.unwrap_or(e).into()),
+    };
+    for c in channels {
+        let rec = tokio::time::timeout(t.io, t_.read_channel(&c))
+            .await
+            .map_err(io(format!("read channel {c}")))??;
+        if let Some(rec) = rec.filter(|r| r.id == *want) {
+            tracing::info!(origin = %o.name, bundle_id = %want, channel = %c, manifest = %rec.manifest, "bundle id found through a channel");
+            return Ok(rec.manifest);
+        }
+    }
+    match first {
+        Some(e) => Err(e.into()),
+        None => Err(OriginFailure {
+            reason: format!(
+                "{want} not found (neither a manifest nor the bundle id of a channel here)"
+            ),
+            integrity: false,
+        }),
+    }
 }
 
 async fn fetch_from(

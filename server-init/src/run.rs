@@ -96,12 +96,15 @@ fn already_installed(
         return Ok(None);
     };
     let a = dest.activate(&id)?;
+    // Staging left by a run killed after its extract is of no use now.
+    dest.drop_other_staging(None);
     if a.changed {
         tracing::info!(id = %id, previous = ?a.previous.map(|d| d.to_string()), "current swapped to installed tree");
-        dest.prune();
     } else {
         tracing::info!(id = %id, "already installed and current; nothing to do");
     }
+    // Also finishes the pruning of a run killed after its swap.
+    dest.prune();
     Ok(Some(Outcome {
         id,
         manifest,
@@ -153,7 +156,19 @@ pub async fn install_one(req: Request) -> Result<Outcome> {
         dest.staging_store(&key)
     })
     .await?;
-    let fetched = fetch::fetch(&origins, &key, &store, req.timeouts).await?;
+    let fetched = match fetch::fetch(&origins, &key, &store, req.timeouts).await {
+        Ok(f) => f,
+        Err(e) => {
+            // Leave DEST as it was: no staging left behind by a failed run.
+            let dd = dest_dir.clone();
+            blocking(move || {
+                Dest::open(&dd)?.drop_staging(&key);
+                Ok(())
+            })
+            .await?;
+            return Err(e);
+        }
+    };
     let origin = fetched.origin.clone();
     let manifest = fetched.manifest;
     // A pinned digest that was not a manifest digest was a bundle id: the install must be it.
