@@ -11,8 +11,11 @@
 //!   manifest under the tag, and reads the tag again: a concurrent writer that slips in between
 //!   the read and the write is **detected afterwards** (reported as [`Error::ChannelConflict`]),
 //!   not prevented. The last writer wins on the registry; `status` shows the disagreement.
-//! - **History** is not kept on registries: events go to the object-store and directory targets
-//!   of the same push (`Capabilities::history` is false here).
+//! - **History** of channel `C` is a small OCI artifact tagged `sitebundle-history-C`: an image
+//!   manifest with `artifactType` [`MEDIA_HISTORY_ARTIFACT`], the OCI empty config, and one layer
+//!   of JSON lines (one event per line). Appending rewrites the artifact with one more line and
+//!   moves the tag the same read-compare-write-reread way as channels; old artifacts stay
+//!   reachable by digest until the registry garbage-collects them. `list_channels` hides these tags.
 //! - Cross-repository mounts: when one push goes to several repositories of the same registry,
 //!   blobs are uploaded to the first and mounted into the others ([`Target::mount_blob`]).
 //! - Plain HTTP with `oci+http://`; extra CAs from `SITEBUNDLE_REGISTRY_CA`; credentials from
@@ -204,6 +207,96 @@ impl OciTarget {
     }
 }
 
+/// Tag prefix of the history artifact of a channel.
+pub const HISTORY_TAG_PREFIX: &str = "sitebundle-history-";
+/// `artifactType` of a history artifact.
+pub const MEDIA_HISTORY_ARTIFACT: &str = "application/vnd.sitebundle.history.v1";
+/// Media type of the history layer: one JSON event per line.
+pub const MEDIA_HISTORY_LAYER: &str = "application/vnd.sitebundle.history.v1+jsonl";
+/// The OCI empty config (`{}`).
+const MEDIA_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+/// Largest history layer read (about a million events).
+const MAX_HISTORY_BYTES: u64 = 256 * 1024 * 1024;
+/// Attempts at appending while others append concurrently.
+const HISTORY_ATTEMPTS: usize = 8;
+
+/// The tag holding a channel's history.
+fn history_tag(channel: &str) -> Result<String> {
+    let t = format!("{HISTORY_TAG_PREFIX}{channel}");
+    if t.len() > crate::channel::MAX_CHANNEL_LEN {
+        return Err(Error::InvalidChannel {
+            name: channel.to_string(),
+            reason: "too long to keep history on a registry (at most 109 characters)",
+        });
+    }
+    Ok(t)
+}
+
+impl OciTarget {
+    /// The history artifact under `tag`: its manifest digest and events.
+    async fn read_history(&self, tag: &str) -> Result<Option<(Digest, Vec<HistoryEvent>)>> {
+        let Some((bytes, digest)) = self.read_tag(tag).await? else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| Error::Corrupt {
+            target: self.name.clone(),
+            what: format!("tag {tag}"),
+            reason,
+        };
+        let m: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let layer: Digest = m["layers"][0]["digest"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| corrupt("not a sitebundle history artifact".into()))?;
+        let data = crate::target::read_blob_verified(self, &layer, MAX_HISTORY_BYTES).await?;
+        let mut events = Vec::new();
+        for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            events.push(
+                serde_json::from_slice::<HistoryEvent>(line)
+                    .map_err(|e| corrupt(format!("history event: {e}")))?,
+            );
+        }
+        Ok(Some((digest, events)))
+    }
+
+    /// Upload the history layer, the empty config and the artifact manifest (by digest).
+    async fn put_history_blobs(&self, jsonl: Vec<u8>, channel: &str) -> Result<(Bytes, Digest)> {
+        let empty: &[u8] = b"{}";
+        let (layer, cfg) = crate::blocking::run({
+            let j = jsonl.clone();
+            move || (Digest::of(&j), Digest::of(b"{}"))
+        })
+        .await?;
+        for (d, data) in [(cfg, empty.to_vec()), (layer, jsonl.clone())] {
+            if !self.has_blob(&d).await? {
+                self.client
+                    .push_blob(&self.by_digest(&d), data, &d.to_string())
+                    .await
+                    .map_err(|e| self.err("put blob", d, e))?;
+            }
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MEDIA_MANIFEST,
+            "artifactType": MEDIA_HISTORY_ARTIFACT,
+            "config": {"mediaType": MEDIA_EMPTY, "digest": cfg.to_string(), "size": 2, "data": "e30="},
+            "layers": [{"mediaType": MEDIA_HISTORY_LAYER, "digest": layer.to_string(), "size": jsonl.len()}],
+            "annotations": {"dev.sitebundle.channel": channel},
+        });
+        let bytes =
+            Bytes::from(serde_json::to_vec(&manifest).map_err(|e| Error::Task(e.to_string()))?);
+        let b = bytes.clone();
+        let digest = crate::blocking::run(move || Digest::of(&b)).await?;
+        let ct = reqwest::header::HeaderValue::from_static(MEDIA_MANIFEST);
+        self.client
+            .push_manifest_raw(&self.by_digest(&digest), bytes.clone(), ct)
+            .await
+            .map_err(|e| self.err("put manifest", digest, e))?;
+        Ok((bytes, digest))
+    }
+}
+
 fn is_not_found(e: &OciDistributionError) -> bool {
     match e {
         OciDistributionError::ImageManifestNotFoundError(_) => true,
@@ -237,7 +330,7 @@ impl Target for OciTarget {
         Capabilities {
             writable: true,
             channels: ChannelMode::ReadCheckWrite,
-            history: false,
+            history: true,
         }
     }
 
@@ -366,11 +459,14 @@ impl Target for OciTarget {
         Ok(out)
     }
 
-    async fn history(&self, _channel: &str) -> Result<Vec<HistoryEvent>> {
-        Err(Error::Unsupported {
-            target: self.name.clone(),
-            op: "channel history (kept on object-store and directory targets)",
-        })
+    async fn history(&self, channel: &str) -> Result<Vec<HistoryEvent>> {
+        validate_channel(channel)?;
+        let tag = history_tag(channel)?;
+        Ok(self
+            .read_history(&tag)
+            .await?
+            .map(|(_, h)| h)
+            .unwrap_or_default())
     }
 
     async fn put_blob(&self, digest: &Digest, size: u64, file: &Path) -> Result<()> {
@@ -470,10 +566,44 @@ impl Target for OciTarget {
         }
     }
 
-    async fn append_history(&self, _event: &HistoryEvent) -> Result<()> {
-        Err(Error::Unsupported {
+    async fn append_history(&self, event: &HistoryEvent) -> Result<()> {
+        validate_channel(&event.channel)?;
+        let tag = history_tag(&event.channel)?;
+        self.for_push().await?;
+        for _ in 0..HISTORY_ATTEMPTS {
+            let cur = self.read_history(&tag).await?;
+            let (before, mut events) = match cur {
+                Some((d, h)) => (Some(d), h),
+                None => (None, Vec::new()),
+            };
+            let mut ev = event.clone();
+            ev.seq = events.last().map_or(1, |e| e.seq + 1);
+            events.push(ev);
+            let mut jsonl = Vec::new();
+            for e in &events {
+                jsonl.extend(serde_json::to_vec(e).map_err(|e| Error::Task(e.to_string()))?);
+                jsonl.push(b'\n');
+            }
+            let (manifest, digest) = self.put_history_blobs(jsonl, &event.channel).await?;
+            // Read-compare-write the tag, then read it back (no CAS on tags; see module docs).
+            let now = self.read_tag(&tag).await?.map(|(_, d)| d);
+            if now != before {
+                continue;
+            }
+            let ct = reqwest::header::HeaderValue::from_static(MEDIA_MANIFEST);
+            self.client
+                .push_manifest_raw(&self.by_tag(&tag), manifest, ct)
+                .await
+                .map_err(|e| self.err("move tag", &tag, e))?;
+            if self.read_tag(&tag).await?.map(|(_, d)| d) == Some(digest) {
+                return Ok(());
+            }
+        }
+        Err(Error::ChannelConflict {
             target: self.name.clone(),
-            op: "channel history (kept on object-store and directory targets)",
+            channel: tag,
+            expected: "an unchanged history".into(),
+            found: "concurrent appends".into(),
         })
     }
 }

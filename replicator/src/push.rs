@@ -630,13 +630,7 @@ pub async fn history(
             Err(e) => last_err = Some(e),
         }
     }
-    Err(last_err.unwrap_or_else(|| {
-        Error::Usage(
-            "none of the targets keeps history (registries do not): add an object-store, \
-             directory or HTTP-origin target"
-                .into(),
-        )
-    }))
+    Err(last_err.unwrap_or_else(|| Error::Usage("none of the targets keeps history".into())))
 }
 
 /// Move `channel` back on every target, to a digest or N moves back in its history.
@@ -656,8 +650,7 @@ pub async fn rollback(
     let manifest = match to {
         RollbackTo::Steps(_) if events.is_empty() => {
             return Err(Error::Usage(format!(
-                "no history of channel {channel} on these targets (registries keep none; \
-                 add a directory or bucket target, or use --to DIGEST)"
+                "no history of channel {channel} on these targets: use --to DIGEST"
             )))
         }
         RollbackTo::Steps(n) => {

@@ -424,6 +424,16 @@ async fn push_promote_rollback_across_targets() {
     let (_, h) = push::history(&targets, "staging").await.expect("history");
     assert_eq!(h.len(), 4);
     assert_eq!(h[2].action, replicator::Action::Rollback);
+    // The same history is kept on every target, registries included.
+    let moves = |h: &[replicator::HistoryEvent]| {
+        h.iter()
+            .map(|e| (e.seq, e.from, e.to, e.action))
+            .collect::<Vec<_>>()
+    };
+    for t in &targets[1..] {
+        let th = t.history("staging").await.expect("history");
+        assert_eq!(moves(&th), moves(&h), "{}", t.name());
+    }
 
     // Status notices disagreement: move prod on one target only.
     targets[0]
