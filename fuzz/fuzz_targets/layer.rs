@@ -1,5 +1,5 @@
 //! Fuzz the layer readers: the strict tar reader over raw bytes, and the same reader behind the
-//! zstd decoder (what `verify` and `extract` run over a layer blob). Contents are drained into a
+//! zstd or gzip decoder (what `verify` and `extract` run over a layer blob). Contents are drained into a
 //! sink with a cap, so a decompression bomb in the input costs bounded time.
 #![no_main]
 
@@ -29,13 +29,21 @@ fn drain(r: impl Read) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    // The first byte chooses the path so both get coverage from one corpus.
+    // The first byte chooses the path so all get coverage from one corpus.
     let Some((&sel, rest)) = data.split_first() else {
         return;
     };
-    if sel & 1 == 0 {
-        drain(rest);
-    } else if let Ok(dec) = Compression::Zstd.decoder(rest) {
-        drain(dec);
+    match sel % 3 {
+        0 => drain(rest),
+        1 => {
+            if let Ok(dec) = Compression::Zstd.decoder(rest) {
+                drain(dec);
+            }
+        }
+        _ => {
+            if let Ok(dec) = Compression::Gzip.decoder(rest) {
+                drain(dec);
+            }
+        }
     }
 });
