@@ -65,6 +65,10 @@ pub enum Command {
     List,
     /// Point a tag of the local store at a bundle.
     Tag(TagArgs),
+    /// Remove bundles (with all their tags) from the local store; `gc` then frees their blobs.
+    Rm(RmArgs),
+    /// Delete blobs of the local store that no bundle references.
+    Gc,
     /// Make a bundle complete on every target, then (only then) move a channel on all of them.
     Push(PushArgs),
     /// Copy a bundle from a target into the local store, verifying every byte.
@@ -267,4 +271,12 @@ pub struct TagArgs {
     pub reference: String,
     /// The tag to set.
     pub tag: String,
+}
+
+/// `rm` arguments.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Bundles to remove (tags, digests or unique prefixes).
+    #[arg(value_name = "REF", required = true)]
+    pub references: Vec<String>,
 }

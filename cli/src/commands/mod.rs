@@ -35,6 +35,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Import(a) => archive::import(g, a),
         Command::List => store::list(g),
         Command::Tag(a) => store::tag(g, a),
+        Command::Rm(a) => store::rm(g, a),
+        Command::Gc => store::gc(g),
         Command::Push(a) => push::run(g, a),
         Command::Pull(a) => pull::run(g, a),
         Command::Promote(a) => promote::run(g, a),
