@@ -654,3 +654,60 @@ fn file_content_not_matching_index_hash_is_refused() {
         "{err}"
     );
 }
+
+/// Recompute a ustar header block's checksum after editing it.
+fn fix_checksum(block: &mut [u8]) {
+    block[148..156].copy_from_slice(b"        ");
+    let sum: u32 = block[..512].iter().map(|&b| u32::from(b)).sum();
+    block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+/// A one-file bundle whose layer 1 tar is the canonical one, edited by `edit` (its `diff_id` is
+/// computed after the edit, so only canonical-form checks can catch it).
+fn craft_edited(store: &Store, tag: &str, edit: impl FnOnce(&mut Vec<u8>)) {
+    let index = index_text(&[idx_file("a.html", BODY, 1)]);
+    let mut t1 = tar(&[file("a.html", BODY)]);
+    edit(&mut t1);
+    craft(store, &index, &[tar(&[]), t1], tag);
+}
+
+#[test]
+fn issue_3_nonzero_tar_padding_is_refused() {
+    // Found by fuzz/fuzz_targets/verify.rs: the reader skipped padding without looking at it, so
+    // two byte forms (two diff_ids, two bundle ids) verified for one site, and 511 bytes per file
+    // could be smuggled past verification.
+    let (home, work, store) = crafted();
+    craft_edited(&store, "pad", |t| t[512 + BODY.len() + 3] = b'X');
+    let err = extract_refused(home.path(), work.path(), "pad", 3);
+    assert!(err.contains("not canonical"), "{err}");
+    assert_eq!(verify_code(home.path(), "pad").0, Some(3));
+}
+
+#[test]
+fn issue_3_header_fields_outside_the_index_are_refused() {
+    // uid 1000 and a user name: ignored by our reader's header comparison, but `tar -x` as root
+    // (and container runtimes) would chown the files.
+    let (home, work, store) = crafted();
+    craft_edited(&store, "uid", |t| {
+        t[108..116].copy_from_slice(b"0001750\0");
+        t[265..270].copy_from_slice(b"alice");
+        fix_checksum(&mut t[..512]);
+    });
+    let err = extract_refused(home.path(), work.path(), "uid", 3);
+    assert!(err.contains("not canonical"), "{err}");
+    assert_eq!(verify_code(home.path(), "uid").0, Some(3));
+}
+
+#[test]
+fn edited_but_identical_tar_is_accepted() {
+    // The control for the two tests above: an edit that changes nothing passes.
+    let (home, work, store) = crafted();
+    craft_edited(&store, "same", |t| fix_checksum(&mut t[..512]));
+    let dest = work.path().join("out");
+    sb(home.path())
+        .args(["extract", "same"])
+        .arg(&dest)
+        .assert()
+        .success();
+    assert_eq!(fs::read(dest.join("a.html")).expect("read"), BODY);
+}
