@@ -40,7 +40,7 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Knobs shared by push, promote and rollback.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// Parallel blob uploads per target.
     pub jobs: usize,
@@ -50,6 +50,19 @@ pub struct Options {
     pub actor: String,
     /// Message recorded in history.
     pub message: Option<String>,
+    /// Where upload progress and retry warnings go (the CLI draws bars; default: nowhere).
+    pub progress: Arc<dyn bundle::Progress + Send>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("jobs", &self.jobs)
+            .field("attempts", &self.attempts)
+            .field("actor", &self.actor)
+            .field("message", &self.message)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Options {
@@ -66,12 +79,38 @@ impl Options {
                 .map_or(DEFAULT_ATTEMPTS, |r| r + 1),
             actor: env::actor(),
             message: var(env::SITEBUNDLE_MESSAGE),
+            progress: Arc::new(bundle::NoProgress),
         }
+    }
+
+    /// [`with_retry`], with retries reported through [`Options::progress`].
+    async fn retry<T, F, Fut>(&self, target: &dyn Target, what: &str, f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        retry_loop(self.attempts, what, f, |msg| {
+            self.progress.warn(&format!("{}: {msg}", target.name()))
+        })
+        .await
     }
 }
 
 /// Run `f` up to `attempts` times while it fails with a retryable error, backing off in between.
-pub async fn with_retry<T, F, Fut>(attempts: u32, what: &str, mut f: F) -> Result<T>
+pub async fn with_retry<T, F, Fut>(attempts: u32, what: &str, f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    retry_loop(attempts, what, f, |msg| tracing::warn!("{msg}")).await
+}
+
+async fn retry_loop<T, F, Fut>(
+    attempts: u32,
+    what: &str,
+    mut f: F,
+    warn: impl Fn(&str),
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -82,7 +121,10 @@ where
         match f().await {
             Ok(v) => return Ok(v),
             Err(e) if e.is_retryable() && n < attempts => {
-                tracing::warn!(attempt = n, "{what}: {}; retrying in {delay:?}", chain(&e));
+                warn(&format!(
+                    "{what}: {}; retrying in {delay:?} (attempt {n} of {attempts})",
+                    chain(&e)
+                ));
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_BACKOFF);
                 n += 1;
@@ -273,18 +315,24 @@ async fn complete_on(
                     .acquire()
                     .await
                     .map_err(|e| Error::Task(e.to_string()))?;
-                if with_retry(opts.attempts, "check blob", || t.has_blob(&blob.digest)).await? {
+                if opts
+                    .retry(t, "check blob", || t.has_blob(&blob.digest))
+                    .await?
+                {
+                    opts.progress.advance(blob.size);
                     return Ok(None);
                 }
                 if let Some(src) = mount_from {
                     if t.mount_blob(&blob.digest, src).await.unwrap_or(false) {
+                        opts.progress.advance(blob.size);
                         return Ok(None);
                     }
                 }
-                with_retry(opts.attempts, "upload blob", || {
+                opts.retry(t, "upload blob", || {
                     t.put_blob(&blob.digest, blob.size, &blob.path)
                 })
                 .await?;
+                opts.progress.advance(blob.size);
                 Ok(Some(blob.size))
             }
         })
@@ -301,7 +349,7 @@ async fn complete_on(
             None => skip += 1,
         }
     }
-    with_retry(opts.attempts, "upload manifest", || {
+    opts.retry(t, "upload manifest", || {
         t.put_manifest(&b.manifest, b.manifest_bytes.clone())
     })
     .await?;
@@ -397,7 +445,9 @@ async fn move_on(
             actor: opts.actor.clone(),
             message: opts.message.clone(),
         };
-        if let Err(e) = with_retry(opts.attempts, "append history", || t.append_history(&ev)).await
+        if let Err(e) = opts
+            .retry(t, "append history", || t.append_history(&ev))
+            .await
         {
             history_error = Some(chain(&e));
         }
@@ -444,7 +494,10 @@ pub async fn push(
         }
         None => None,
     };
+    let total: u64 = bundle.blobs.iter().map(|b| b.size).sum::<u64>() * targets.len() as u64;
+    opts.progress.start("upload", total);
     let phase1 = phase_one(targets, bundle, opts).await;
+    opts.progress.finish();
     let mut failures = Vec::new();
     let mut reports = Vec::new();
     for (t, r) in targets.iter().zip(phase1) {

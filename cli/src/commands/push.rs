@@ -3,7 +3,7 @@
 use anyhow::Result;
 use replicator::push::{ChannelOutcome, LocalBundle, Options, Report};
 
-use super::{human, open_store, print_json};
+use super::{bars, human, open_store, print_json};
 use crate::args::{Global, PushArgs};
 use crate::report::EXIT_PARTIAL;
 use crate::targets::{open_targets, runtime};
@@ -19,6 +19,7 @@ pub fn run(g: &Global, a: PushArgs) -> Result<u8> {
     if let Some(j) = a.jobs {
         opts.jobs = j.max(1);
     }
+    opts.progress = std::sync::Arc::new(bars(g));
     let rep = runtime()?.block_on(async {
         let b = LocalBundle::open(&store, manifest).await?;
         replicator::push::push(&b, &targets, a.channel.as_deref(), &opts).await

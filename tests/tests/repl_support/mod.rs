@@ -96,6 +96,7 @@ pub fn opts() -> Options {
         attempts: 4,
         actor: "sitebundle-tests".into(),
         message: Some("test".into()),
+        progress: Arc::new(bundle::NoProgress),
     }
 }
 
