@@ -411,7 +411,13 @@ async fn move_on(
     opts: &Options,
 ) -> (ChannelOutcome, Option<String>) {
     if expected.map(|r| r.manifest) == Some(new.manifest) {
-        return (ChannelOutcome::Unchanged, None);
+        // Already there. Write it again anyway: the swap is idempotent and rewrites what is
+        // derived from the channel (index.json on object stores), so a run that failed after
+        // moving the channel but before updating those converges on the next run.
+        return match t.swap_channel(channel, expected, new).await {
+            Ok(()) => (ChannelOutcome::Unchanged, None),
+            Err(e) => (ChannelOutcome::Failed { error: chain(&e) }, None),
+        };
     }
     let mut n = 1;
     let mut delay = FIRST_BACKOFF;

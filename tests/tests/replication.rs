@@ -768,3 +768,34 @@ async fn second_repository_mounts_blobs() {
     let st = replicator::status::status(&targets, None, true, 4).await;
     assert!(st.agrees(), "{:?}", st.problems);
 }
+
+/// A re-run repairs what is derived from a channel (index.json, which skopeo reads), even when
+/// the channel itself already points at the bundle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_repairs_derived_index() {
+    let fx = fixture();
+    let d = tempfile::tempdir().expect("tempdir");
+    let name = unique("repair");
+    let b = fx.bundle(0).await;
+    let dir = d.path().join("dir");
+    let targets: Vec<Arc<dyn Target>> = vec![dir_target(&dir), s3_target(&name)];
+    push::push(&b, &targets, Some("live"), &opts())
+        .await
+        .expect("push");
+    std::fs::remove_file(dir.join("index.json")).expect("remove index.json");
+    let r = push::push(&b, &targets, Some("live"), &opts())
+        .await
+        .expect("re-push");
+    assert!(r
+        .targets
+        .iter()
+        .all(|t| matches!(t.channel, Some(ChannelOutcome::Unchanged))));
+    let idx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).expect("index.json"))
+            .expect("json");
+    assert_eq!(
+        idx["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "live"
+    );
+    assert_eq!(idx["manifests"][0]["digest"], b.manifest.to_string());
+}
