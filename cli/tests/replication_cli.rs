@@ -271,3 +271,52 @@ fn base64(b: &[u8]) -> String {
     }
     out
 }
+
+/// Registry credentials from a docker credential helper named in `credHelpers` (the helper
+/// protocol: `docker-credential-<name> get`, registry on stdin, JSON on stdout). The helper here is
+/// a two-line shell script standing in for a real one (pass, secretservice, ecr-login).
+#[test]
+fn registry_credentials_from_credential_helper() {
+    use std::os::unix::fs::PermissionsExt;
+    let corpus = std::path::PathBuf::from(need("SITEBUNDLE_TEST_CORPUS")).join("small");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = tmp.path();
+    let config = home.join("sitebundle.toml");
+    std::fs::write(&config, "").expect("write config");
+    let auth_host = need("SITEBUNDLE_TEST_REGISTRY_AUTH");
+    let password = need("SITEBUNDLE_TEST_REGISTRY_AUTH_PASSWORD");
+    let bin = home.join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let helper = bin.join("docker-credential-sbtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread host\n[ \"$1\" = get ] && [ \"$host\" = \"{auth_host}\" ] && \
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"{}\",\"Secret\":\"{password}\"}}' \"$host\"\n",
+            need("SITEBUNDLE_TEST_REGISTRY_AUTH_USER")
+        ),
+    )
+    .expect("write helper");
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let docker = home.join(".docker");
+    std::fs::create_dir_all(&docker).expect("mkdir");
+    std::fs::write(
+        docker.join("config.json"),
+        format!("{{\"credHelpers\": {{\"{auth_host}\": \"sbtest\"}}}}"),
+    )
+    .expect("write docker config");
+    let url = format!("oci://{auth_host}/sbtest/{}", unique("helper"));
+    let id = last_line(&ok(sb(home, &config).arg("build").arg(corpus.join("v1"))).stdout);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut c = sb(home, &config);
+    c.env_remove("SITEBUNDLE_REGISTRY_USER")
+        .env_remove("SITEBUNDLE_REGISTRY_PASSWORD")
+        .env("PATH", path)
+        .env("DOCKER_CONFIG", &docker);
+    let r = ok(c.args(["push", &id, "--to", &url, "--channel", "live"]));
+    assert!(!r.all.contains(&password));
+}
