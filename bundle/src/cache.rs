@@ -8,14 +8,16 @@
 //!   neither read nor compressed again.
 //!
 //! The cache is an optimisation only: a missing, stale or corrupt cache file is ignored, and a
-//! wrong cached hash is caught when the file is streamed into its layer (see `build.rs`).
+//! wrong cached hash is caught when the file is streamed into its layer (see `build.rs`). So cache
+//! files are replaced by rename but not fsynced (`write_replace`): on this project's test VM an
+//! fsync costs 1 to 10 ms, and a build wrote one per layer.
 
 use std::collections::HashMap;
 use std::fs;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, FileHash};
-use crate::store::write_atomic;
 
 /// Cached stat stamp and hash of one file.
 pub type FileStamp = (u64, (u64, u64, i128, i128));
@@ -54,21 +56,26 @@ impl FileCache {
             .map(|(_, h)| *h)
     }
 
+    /// Drop the entries loaded from disk (after the hash pass they are not needed, and on a
+    /// 50,000-file site they hold several MiB).
+    pub fn release_loaded(&mut self) {
+        self.entries = HashMap::new();
+    }
+
     /// Replace the cache contents with `entries` and write it out.
-    pub fn save(&mut self, entries: impl Iterator<Item = (String, FileStamp, FileHash)>) {
-        let mut out = String::new();
-        for (p, (size, (dev, ino, m, c)), h) in entries {
-            out.push_str(&format!(
-                "{size}\t{dev}\t{ino}\t{m}\t{c}\t{}\t{p}\n",
-                h.hex()
-            ));
-        }
+    pub fn save<'a>(&mut self, entries: impl Iterator<Item = (&'a str, FileStamp, FileHash)>) {
         if let Some(path) = &self.path {
             if let Some(parent) = path.parent() {
                 let _ = fs::create_dir_all(parent);
             }
-            // Best effort: a cache that cannot be written only costs time next build.
-            let _ = write_atomic(path, out.as_bytes());
+            // Best effort: a cache that cannot be written only costs time next build. Streamed,
+            // so a large site's cache is never held whole in memory.
+            let _ = write_replace(path, |w| {
+                for (p, (size, (dev, ino, m, c)), h) in entries {
+                    writeln!(w, "{size}\t{dev}\t{ino}\t{m}\t{c}\t{}\t{p}", h.hex())?;
+                }
+                Ok(())
+            });
         }
     }
 }
@@ -107,6 +114,22 @@ pub fn layer_put(dir: &Path, key: &blake3::Hash, layer: &CachedLayer) {
     let d = dir.join("layers");
     let _ = fs::create_dir_all(&d);
     if let Ok(bytes) = serde_json::to_vec(layer) {
-        let _ = write_atomic(&d.join(key.to_hex().as_str()), &bytes);
+        let _ = write_replace(&d.join(key.to_hex().as_str()), |w| w.write_all(&bytes));
     }
+}
+
+/// Replace `path` with what `fill` writes, through a temporary sibling renamed into place: readers
+/// see the old file or the new one, never a partial write. No fsync: after a crash the file may be
+/// lost or torn, which the parsers above treat as a cache miss.
+fn write_replace(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    let mut w = BufWriter::new(tmp);
+    fill(&mut w)?;
+    let tmp = w.into_inner().map_err(|e| e.into_error())?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }

@@ -91,6 +91,24 @@ impl Compression {
         })
     }
 
+    /// Like [`Compression::encoder`], but zstd compresses with `ctx` (reset first), so that one
+    /// context serves many layers without being allocated again. The output is the same.
+    pub fn encoder_with_context<'a, W: Write + 'a>(
+        self,
+        out: W,
+        ctx: &'a mut zstd::zstd_safe::CCtx<'static>,
+    ) -> io::Result<Encoder<'a, W>> {
+        Ok(match self {
+            Compression::Zstd => {
+                let mut e = zstd::stream::write::Encoder::with_context(out, ctx);
+                e.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(ZSTD_LEVEL))?;
+                e.include_checksum(true)?;
+                Encoder::Zstd(e)
+            }
+            Compression::Gzip => self.encoder(out)?,
+        })
+    }
+
     /// A decoder over a whole layer blob. Trailing index frames/members decode to nothing.
     pub fn decoder<'a, R: io::BufRead + 'a>(self, input: R) -> io::Result<Box<dyn Read + 'a>> {
         Ok(match self {

@@ -78,6 +78,13 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked, Error> {
         // Subdirectories are pushed in reverse so they pop in sorted order (cosmetic: the index
         // is sorted again anyway).
         let mut subdirs = Vec::new();
+        // Distinct names can only collide under NFC if one of them is not already in NFC: in
+        // the usual directory (all NFC) skip building the normalized map.
+        let check_nfc = !children.iter().all(|c| {
+            c.file_name()
+                .to_str()
+                .is_some_and(unicode_normalization::is_nfc)
+        });
         for entry in children {
             let fs_path = entry.path();
             let name = entry.file_name();
@@ -92,8 +99,8 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked, Error> {
                 out.warnings.push(format!("excluded {path}"));
                 continue;
             }
-            let nfc: String = name.nfc().collect();
-            if let Some(other) = normalized.insert(nfc, name.to_string()) {
+            let nfc: Option<String> = check_nfc.then(|| name.nfc().collect());
+            if let Some(other) = nfc.and_then(|nfc| normalized.insert(nfc, name.to_string())) {
                 let first = match &site_dir {
                     Some(d) => format!("{d}/{other}"),
                     None => other,
@@ -103,7 +110,9 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked, Error> {
                     second: path.to_string(),
                 });
             }
-            let md = fs::symlink_metadata(&fs_path).map_err(Error::io("stat", &fs_path))?;
+            // `DirEntry::metadata` is an `lstat` relative to the open directory: the kernel does
+            // not resolve the whole path again.
+            let md = entry.metadata().map_err(Error::io("stat", &fs_path))?;
             let ft = md.file_type();
             if ft.is_dir() {
                 out.dirs.push(path.clone());
