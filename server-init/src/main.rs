@@ -74,9 +74,9 @@ async fn dispatch(args: Args) -> Result<ExitStatus, InitError> {
     .await?;
     tracing::info!(
         id = %out.id,
-        manifest = ?out.manifest.map(|d| d.to_string()),
+        manifest = %run::show(out.manifest),
         changed = out.changed,
-        origin = ?out.origin,
+        origin = %out.origin.as_deref().unwrap_or("none (already installed)"),
         ms = started.elapsed().as_millis() as u64,
         dest = %args.dest.display(),
         "done"

@@ -10,6 +10,7 @@
 //!    then older trees are pruned (the previous one is kept for rollback).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bundle::Digest;
 
@@ -52,6 +53,11 @@ pub struct Outcome {
     pub previous: Option<Digest>,
     /// The origin the bundle came from (None: already installed).
     pub origin: Option<String>,
+}
+
+/// A digest or "none", for logs.
+pub fn show(d: Option<Digest>) -> String {
+    d.map_or_else(|| "none".to_string(), |d| d.to_string())
 }
 
 /// Parse a user-given digest (`sha256:<64 hex>`).
@@ -99,7 +105,7 @@ fn already_installed(
     // Staging left by a run killed after its extract is of no use now.
     dest.drop_other_staging(None);
     if a.changed {
-        tracing::info!(id = %id, previous = ?a.previous.map(|d| d.to_string()), "current swapped to installed tree");
+        tracing::info!(id = %id, previous = %show(a.previous), "current swapped to installed tree");
     } else {
         tracing::info!(id = %id, "already installed and current; nothing to do");
     }
@@ -114,18 +120,14 @@ fn already_installed(
     }))
 }
 
-/// Install one site as asked.
+/// Install one site as asked. DEST stays locked for the whole run, so two installers on one
+/// DEST (a sync sidecar and a manual run) never see each other's staging.
 pub async fn install_one(req: Request) -> Result<Outcome> {
-    let dest_dir = req.dest.clone();
+    let dd = req.dest.clone();
+    let dest = Arc::new(blocking(move || Dest::open(&dd)).await?);
     if let Want::Digest(d) = &req.want {
-        let d = *d;
-        let dd = dest_dir.clone();
-        let fast = blocking(move || {
-            let dest = Dest::open(&dd)?;
-            already_installed(&dest, &d, None)
-        })
-        .await?;
-        if let Some(o) = fast {
+        let (d, dest) = (*d, dest.clone());
+        if let Some(o) = blocking(move || already_installed(&dest, &d, None)).await? {
             return Ok(o);
         }
     }
@@ -134,14 +136,8 @@ pub async fn install_one(req: Request) -> Result<Outcome> {
         Want::Digest(d) => (*d, None),
         Want::Channel(c) => {
             let rec = fetch::resolve_channel(&origins, c, req.timeouts).await?;
-            let (m, id) = (rec.manifest, rec.id);
-            let dd = dest_dir.clone();
-            let fast = blocking(move || {
-                let dest = Dest::open(&dd)?;
-                already_installed(&dest, &m, Some(m))
-            })
-            .await?;
-            if let Some(o) = fast {
+            let (m, id, d) = (rec.manifest, rec.id, dest.clone());
+            if let Some(o) = blocking(move || already_installed(&d, &m, Some(m))).await? {
                 return Ok(o);
             }
             (m, Some(id))
@@ -149,20 +145,19 @@ pub async fn install_one(req: Request) -> Result<Outcome> {
     };
     // Staging is keyed by what was asked, so a re-run after a kill resumes in the same store.
     let key = manifest;
-    let dd = dest_dir.clone();
+    let d = dest.clone();
     let store = blocking(move || {
-        let dest = Dest::open(&dd)?;
-        dest.drop_other_staging(Some(&key));
-        dest.staging_store(&key)
+        d.drop_other_staging(Some(&key));
+        d.staging_store(&key)
     })
     .await?;
     let fetched = match fetch::fetch(&origins, &key, &store, req.timeouts).await {
         Ok(f) => f,
         Err(e) => {
             // Leave DEST as it was: no staging left behind by a failed run.
-            let dd = dest_dir.clone();
+            let d = dest.clone();
             blocking(move || {
-                Dest::open(&dd)?.drop_staging(&key);
+                d.drop_staging(&key);
                 Ok(())
             })
             .await?;
@@ -175,27 +170,23 @@ pub async fn install_one(req: Request) -> Result<Outcome> {
     let expected_id = expected_id.or((manifest != key).then_some(key));
     blocking(move || {
         pause_point("fetched");
-        let dest = Dest::open(&dest_dir)?;
         let started = std::time::Instant::now();
-        let id = dest.install(&store, &manifest, expected_id.as_ref(), &bundle::NoProgress);
-        let id = match id {
+        let id = match dest.install(&store, &manifest, expected_id.as_ref(), &bundle::NoProgress) {
             Ok(id) => id,
             Err(e) => {
-                // Verified blobs of a bundle that breaks the format are of no use.
-                if matches!(e, InitError::Integrity { .. }) {
-                    dest.drop_staging(&key);
-                }
+                // DEST as it was (and the space back, if the disk was full).
+                dest.drop_staging(&key);
                 return Err(e);
             }
         };
         tracing::info!(id = %id, manifest = %manifest, ms = started.elapsed().as_millis() as u64, "extracted and verified");
         pause_point("extracted");
         let a = dest.activate(&id)?;
-        tracing::info!(id = %id, previous = ?a.previous.map(|d| d.to_string()), link = %dest.root().join(install::CURRENT).display(), "current swapped");
+        tracing::info!(id = %id, previous = %show(a.previous), link = %dest.root().join(install::CURRENT).display(), "current swapped");
         pause_point("current-swapped");
         let pruned = dest.prune();
         if !pruned.is_empty() {
-            tracing::info!(removed = ?pruned.iter().map(|d| d.to_string()).collect::<Vec<_>>(), "pruned old trees");
+            tracing::info!(removed = %pruned.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","), "pruned old trees");
         }
         dest.drop_staging(&key);
         Ok(Outcome {
