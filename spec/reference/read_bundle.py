@@ -116,10 +116,17 @@ def parse_index(raw):
     return entries
 
 
+def ext(name):
+    dot = name.rfind(".")
+    return name[dot + 1:].lower() if dot > 0 else None
+
+
 def is_text(path):
     name = path.rsplit("/", 1)[-1]
-    dot = name.rfind(".")
-    return dot > 0 and name[dot + 1:].lower() in TEXT_EXT
+    e = ext(name)
+    if e in ("br", "gz", "zst"):
+        e = ext(name[:-len(e) - 1])
+    return e in TEXT_EXT
 
 
 def group(entries):
