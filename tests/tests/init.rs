@@ -1066,6 +1066,58 @@ fn sync_mode_keeps_many_sites_at_their_channels() {
 }
 
 #[test]
+fn sync_interval_loop_follows_a_channel_and_stops_on_sigterm() {
+    let f = fx();
+    let work = tempfile::tempdir().expect("tempdir");
+    let origin = work.path().join("origin/blog");
+    let t: Arc<dyn Target> = Arc::new(StoreTarget::dir(&origin).expect("dir target"));
+    push(t.clone(), &[&f.v1], Some("prod"));
+    let config = work.path().join("sites.toml");
+    fs::write(
+        &config,
+        format!(
+            "origins = [\"file://{}/{{site}}\"]\n[sites.blog]\nchannel = \"prod\"\n",
+            work.path().join("origin").display()
+        ),
+    )
+    .expect("config");
+    let root = work.path().join("sites");
+    let mut c = init_cmd(&root, &[]);
+    c.arg("--sync")
+        .arg(&config)
+        .args(["--interval", "300ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().expect("spawn");
+    let wait_for = |r: &BuildReport| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while current_id(&root.join("blog")).as_deref() != Some(r.id.hex().as_str()) {
+            assert!(
+                Instant::now() < deadline,
+                "sync loop never installed {}",
+                r.id
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(&f.v1);
+    push(t, &[&f.v2], Some("prod"));
+    wait_for(&f.v2);
+    assert_serves(&root.join("blog"), &f.v2, "v2");
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let status = child.wait().expect("wait");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM should end the loop cleanly"
+    );
+}
+
+#[test]
 fn deploy_manifests_validate_against_kubernetes_schemas() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/validate");
     let out = Command::new(&script)
