@@ -960,10 +960,16 @@ fn runs_as_non_root_user() {
             .status()
             .expect("chown");
         assert!(st.success());
-        // Same program, arguments and environment, under setpriv as nobody.
+        // Same program (copied where nobody can reach it: the build directory may sit under a
+        // home that is not), arguments and environment, under setpriv as nobody.
+        let bin = work.path().join("sitebundle-init");
+        fs::copy(c.get_program(), &bin).expect("copy binary");
         let mut wrapped = Command::new("setpriv");
         wrapped.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
-        wrapped.arg(c.get_program()).args(c.get_args());
+        wrapped
+            .arg(&bin)
+            .args(c.get_args())
+            .current_dir(work.path());
         for (k, v) in c.get_envs() {
             match v {
                 Some(v) => wrapped.env(k, v),
