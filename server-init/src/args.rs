@@ -53,7 +53,7 @@ pub struct Args {
     #[arg(long, env = SITEBUNDLE_CHANNEL)]
     pub channel: Option<String>,
 
-    /// Installation directory: DEST/<bundle-id>/ trees and the DEST/current symlink.
+    /// Installation directory: DEST/ID/ trees (ID: bundle id) and the DEST/current symlink.
     #[arg(long, env = SITEBUNDLE_DEST, default_value = "/srv/site")]
     pub dest: PathBuf,
 
@@ -69,7 +69,7 @@ pub struct Args {
     #[arg(long, env = SITEBUNDLE_LOG_FORMAT, value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
-    /// Sync mode: keep DEST/<site>/current of every site listed in this TOML file at the digest
+    /// Sync mode: keep DEST/SITE/current of every site listed in this TOML file at the digest
     /// its channel (or pinned digest) names.
     #[arg(long, value_name = "CONFIG", env = SITEBUNDLE_SYNC, conflicts_with_all = ["digest", "channel"])]
     pub sync: Option<PathBuf>,

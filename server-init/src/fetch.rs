@@ -10,7 +10,7 @@
 //!    object, bytes that do not match) ends that origin's turn with a logged reason, and the next
 //!    origin continues: blobs already verified are kept, so it only fetches what is missing.
 //!
-//! Nothing here makes anything visible: [`crate::install`] does, after [`bundle::extract`] has
+//! Nothing here makes anything visible: [`crate::install`] does, after [`bundle::extract()`] has
 //! checked every file against the index.
 
 use std::io::Write;
@@ -309,7 +309,7 @@ async fn fetch_blob(
     Ok(n)
 }
 
-/// Open the replicator target for an origin URL (the replicator's [`replicator::open`]: clients,
+/// Open the replicator target for an origin URL (the replicator's [`replicator::open()`]: clients,
 /// endpoints and credentials from the environment). A bad URL is a usage error.
 pub fn open_target(url: &str) -> Result<Arc<dyn Target>> {
     let parsed: replicator::TargetUrl = url

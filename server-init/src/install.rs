@@ -15,7 +15,7 @@
 //!
 //! ## Why a SIGKILL at any point is harmless
 //! - A name `DEST/<id-hex>` comes into existence only by `rename` of a fully extracted, verified
-//!   and `syncfs`-ed staging tree (done by [`bundle::extract`]), and leaves only by `rename` to a
+//!   and `syncfs`-ed staging tree (done by [`bundle::extract()`]), and leaves only by `rename` to a
 //!   `.trash-*` name before it is deleted. So if `DEST/<id-hex>` exists, it is complete.
 //! - `current` and `previous` only ever point at such names, and are only changed by creating a
 //!   temporary symlink and renaming it over the old one (`rename(2)` replaces atomically), followed

@@ -14,7 +14,7 @@
 //! | many sites | [`sync`] | [`sync::SyncConfig`] |
 //! | logs | [`logging`] | [`logging::init`], [`logging::redact`] |
 //!
-//! `bundle` does the verification ([`bundle::extract`] checks every blob and every file against
+//! `bundle` does the verification ([`bundle::extract()`] checks every blob and every file against
 //! the index); the replicator's read side ([`replicator`]) talks to the origins.
 
 pub mod args;
