@@ -173,12 +173,14 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, Error> {
     }
     match m.annotations.get(KEY_FORMAT).map(String::as_str) {
         Some(FORMAT_VERSION) => {}
-        Some(v) => return Err(Error::corrupt(
-            what,
-            format!(
+        Some(v) => {
+            return Err(Error::corrupt(
+                what,
+                format!(
                 "sitebundle format {v} is not supported by this version (reads {FORMAT_VERSION})"
             ),
-        )),
+            ))
+        }
         None => {
             return Err(Error::corrupt(
                 what,

@@ -297,7 +297,10 @@ impl Store {
             let name = entry.file_name().to_string_lossy().into_owned();
             let md = entry.metadata().map_err(Error::io("stat", entry.path()))?;
             let drop = if name.starts_with(".tmp-") {
-                md.modified().ok().and_then(|m| now.duration_since(m).ok()).is_some_and(|age| age > GC_TMP_AGE)
+                md.modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|age| age > GC_TMP_AGE)
             } else {
                 match format!("sha256:{name}").parse::<Digest>() {
                     Ok(d) => !keep.contains(&d),
@@ -316,8 +319,13 @@ impl Store {
     fn lock_index(&self) -> Result<(File, LayoutIndex), Error> {
         let lock_path = self.root.join("index.json.lock");
         let lock = File::create(&lock_path).map_err(Error::io("create", &lock_path))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| Error::Io { op: "lock", path: lock_path.clone(), source: e.into() })?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+            Error::Io {
+                op: "lock",
+                path: lock_path.clone(),
+                source: e.into(),
+            }
+        })?;
         let idx = self.layout_index()?;
         Ok((lock, idx))
     }

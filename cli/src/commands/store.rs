@@ -38,7 +38,11 @@ pub fn tag(g: &Global, a: TagArgs) -> Result<u8> {
 pub fn rm(g: &Global, a: RmArgs) -> Result<u8> {
     let store = open_store(g)?;
     // Resolve every reference first: a typo removes nothing.
-    let digests = a.references.iter().map(|r| store.resolve(r)).collect::<Result<Vec<_>, _>>()?;
+    let digests = a
+        .references
+        .iter()
+        .map(|r| store.resolve(r))
+        .collect::<Result<Vec<_>, _>>()?;
     for d in &digests {
         store.remove_manifest(d)?;
         if !g.quiet {
