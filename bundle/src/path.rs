@@ -76,16 +76,6 @@ impl SitePath {
         SitePath::new(format!("{}/{}", self.0, name))
     }
 
-    /// The lowercase extension of the last component, if any.
-    pub fn extension(&self) -> Option<String> {
-        let name = self.file_name();
-        let dot = name.rfind('.')?;
-        if dot == 0 {
-            return None;
-        }
-        Some(name[dot + 1..].to_ascii_lowercase())
-    }
-
     /// Resolve a relative symlink target written in the directory of `self`, lexically.
     /// Returns `None` when it climbs above the site root, `Some(None)` when it names the root.
     pub fn resolve_link(&self, target: &str) -> Option<Option<SitePath>> {

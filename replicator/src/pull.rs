@@ -34,23 +34,27 @@ pub struct PullReport {
 /// channels), or a channel name.
 pub async fn resolve(t: &dyn Target, reference: &str) -> Result<Digest> {
     if let Ok(d) = reference.parse::<Digest>() {
-        match t.get_manifest(&d).await {
-            Ok(_) => return Ok(d),
-            Err(Error::NotFound { .. }) => {
-                for c in t.list_channels().await? {
-                    if let Some(r) = t.read_channel(&c).await? {
-                        if r.id == d {
-                            return Ok(r.manifest);
-                        }
-                    }
+        // A digest is a manifest digest or a bundle id (config digest). On a bucket or directory
+        // target a bundle id also names the config blob, so `get_manifest` can succeed with bytes
+        // that are not a manifest; a registry may answer 500 rather than 404 for a config digest
+        // asked for as a manifest. Either way, fall back to the channels' bundle ids.
+        let direct = match t.get_manifest(&d).await {
+            Ok(bytes) if bundle::manifest::parse_manifest(&bytes).is_ok() => return Ok(d),
+            Ok(_) => None,
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => Some(e),
+        };
+        for c in t.list_channels().await? {
+            if let Some(r) = t.read_channel(&c).await? {
+                if r.id == d {
+                    return Ok(r.manifest);
                 }
-                return Err(Error::NotFound {
-                    target: t.name().to_string(),
-                    what: format!("bundle {d} (as manifest digest or bundle id of a channel)"),
-                });
             }
-            Err(e) => return Err(e),
         }
+        return Err(direct.unwrap_or_else(|| Error::NotFound {
+            target: t.name().to_string(),
+            what: format!("bundle {d} (as manifest digest or bundle id of a channel)"),
+        }));
     }
     match t.read_channel(reference).await? {
         Some(r) => Ok(r.manifest),

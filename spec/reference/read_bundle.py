@@ -118,7 +118,7 @@ def parse_index(raw):
 
 def ext(name):
     dot = name.rfind(".")
-    return name[dot + 1:].lower() if dot > 0 else None
+    return name[dot + 1:].lower() if dot >= 0 else None
 
 
 def is_text(path):
