@@ -8,41 +8,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 use bundle::{BuildOptions, Compression, NoProgress, Store};
+use common::*;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn materialize(desc: &serde_json::Value, root: &Path) {
-    for e in desc["entries"].as_array().expect("entries") {
-        let path = root.join(e["path"].as_str().expect("path"));
-        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        match e["type"].as_str().expect("type") {
-            "d" => fs::create_dir_all(&path).expect("mkdir"),
-            "l" => std::os::unix::fs::symlink(e["target"].as_str().expect("target"), &path)
-                .expect("symlink"),
-            _ => {
-                let bytes = match e["text"].as_str() {
-                    Some(t) => t.as_bytes().to_vec(),
-                    None => {
-                        let mut out = vec![0u8; e["xof"]["len"].as_u64().expect("len") as usize];
-                        let mut h = blake3::Hasher::new();
-                        h.update(e["xof"]["seed"].as_str().expect("seed").as_bytes());
-                        h.finalize_xof().fill(&mut out);
-                        out
-                    }
-                };
-                fs::write(&path, bytes).expect("write");
-                let mode = if e["executable"].as_bool().unwrap_or(false) {
-                    0o755
-                } else {
-                    0o644
-                };
-                fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
-            }
-        }
-    }
 }
 
 /// (path, kind, mode, content or link target) for every entry below `root`.
@@ -95,7 +67,7 @@ fn reference_reader_accepts_what_we_write() {
         "python3 with the blake3 module is needed (pip install blake3; scripts/test installs it)"
     );
     let reader = repo().join("spec/reference/read_bundle.py");
-    let vectors = repo().join("spec/test-vectors");
+    let vectors = vectors_dir();
     let mut checked = 0;
     for entry in fs::read_dir(&vectors).expect("vectors") {
         let name = entry

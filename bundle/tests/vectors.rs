@@ -3,48 +3,12 @@
 //! means the format changed (see `spec/test-vectors/README.md`).
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod common;
 
 use bundle::{BuildOptions, Bundle, Compression, NoProgress, Store};
-
-fn vectors_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/test-vectors")
-}
-
-fn materialize(desc: &serde_json::Value, root: &Path) {
-    for e in desc["entries"].as_array().expect("entries") {
-        let path = root.join(e["path"].as_str().expect("path"));
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).expect("mkdir parent");
-        }
-        match e["type"].as_str().expect("type") {
-            "d" => fs::create_dir_all(&path).expect("mkdir"),
-            "l" => std::os::unix::fs::symlink(e["target"].as_str().expect("target"), &path)
-                .expect("symlink"),
-            "f" => {
-                let bytes = if let Some(t) = e["text"].as_str() {
-                    t.as_bytes().to_vec()
-                } else {
-                    let x = &e["xof"];
-                    let mut out = vec![0u8; x["len"].as_u64().expect("len") as usize];
-                    let mut h = blake3::Hasher::new();
-                    h.update(x["seed"].as_str().expect("seed").as_bytes());
-                    h.finalize_xof().fill(&mut out);
-                    out
-                };
-                fs::write(&path, bytes).expect("write");
-                let mode = if e["executable"].as_bool().unwrap_or(false) {
-                    0o755
-                } else {
-                    0o644
-                };
-                fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
-            }
-            other => panic!("unknown entry type {other}"),
-        }
-    }
-}
+use common::*;
 
 struct Built {
     expected: serde_json::Value,
