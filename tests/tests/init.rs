@@ -66,7 +66,9 @@ fn init_bin() -> PathBuf {
 }
 
 fn corpus_site(version: &str) -> PathBuf {
-    let p = Path::new("/tmp/corpus/small").join(version);
+    let corpus = std::env::var_os("SITEBUNDLE_TEST_CORPUS")
+        .expect("SITEBUNDLE_TEST_CORPUS is unset: run the tests with scripts/test");
+    let p = Path::new(&corpus).join("small").join(version);
     assert!(
         p.is_dir(),
         "{} is missing: build the corpus (scripts/test does)",
