@@ -9,14 +9,15 @@
 //! blob digest (over the whole blob, trailer included) are then compared with the config and
 //! manifest.
 //!
-//! Matching parsed headers is not enough for canonical bytes: the reader ignores padding and
-//! header fields it does not use (uid/gid, user names, device numbers). So the expected canonical
-//! stream (regenerated headers, the verified contents, zero padding, end marker) is hashed along
-//! the way and must equal the sha256 of the stream read: one site, one byte form, one `diff_id`.
+//! Matching parsed headers is not enough for canonical bytes: parsing ignores header fields it
+//! does not use (uid/gid, user names, device numbers). So each header's raw bytes must equal the
+//! canonical ones, and the tar reader refuses non-zero padding and anything but two zero blocks
+//! at the end. Contents are the verified bytes themselves, so the stream read *is* the canonical
+//! stream: one site, one byte form, one `diff_id`, with no second hash over the contents.
 
 use std::io::{self, BufReader, Read, Write};
 
-use crate::digest::{FileHash, HashingReader, HashingWriter};
+use crate::digest::{FileHash, HashingReader};
 use crate::error::{Error, Result};
 use crate::index::Entry;
 use crate::layout::{self, Member};
@@ -65,12 +66,12 @@ pub(crate) fn check_layer(
     let mut tar = TarReader::new(HashingReader::new(dec), what.clone());
     let members = layout::members(bundle.index.entries(), n as u32);
     let mut content = 0u64;
-    // sha256 of the canonical stream this layer must be.
-    let mut canon = HashingWriter::new(io::sink());
-    let canon_err = |e: io::Error| Error::corrupt("canonical tar", e.to_string());
+    let mut expected_raw = Vec::with_capacity(2 * crate::tar::BLOCK);
     for m in &members {
         let expected = layout::header(m);
-        crate::tar::write_header(&mut canon, &expected).map_err(canon_err)?;
+        expected_raw.clear();
+        crate::tar::write_header(&mut expected_raw, &expected)
+            .map_err(|e| Error::corrupt("canonical tar", e.to_string()))?;
         let got = tar.next_header()?.ok_or_else(|| {
             Error::corrupt(
                 what.clone(),
@@ -86,12 +87,21 @@ pub(crate) fn check_layer(
                 ),
             ));
         }
+        if tar.raw_header() != expected_raw.as_slice() {
+            return Err(Error::corrupt(
+                what.clone(),
+                format!(
+                    "tar stream is not canonical: the header of {:?} has bytes the index does not \
+                     imply",
+                    expected.path
+                ),
+            ));
+        }
         match m {
             Member::File(e) => {
                 let mut w = HashWriter {
                     inner: sink.open_file(e)?,
                     hasher: blake3::Hasher::new(),
-                    canon: &mut canon,
                 };
                 content += tar.copy_content(&mut w)?;
                 w.inner.flush().map_err(|err| Error::Io {
@@ -108,9 +118,6 @@ pub(crate) fn check_layer(
                         found: found.hex(),
                     });
                 }
-                canon
-                    .write_all(&[0u8; crate::tar::BLOCK][..crate::tar::padding(e.size())])
-                    .map_err(canon_err)?;
                 sink.file_done(e)?;
                 progress.advance(e.size());
             }
@@ -140,15 +147,6 @@ pub(crate) fn check_layer(
         ));
     }
     let (dec, diff_id, _) = rest.into_parts();
-    crate::tar::write_end(&mut canon).map_err(canon_err)?;
-    let (_, canonical, _) = canon.finish();
-    if diff_id != canonical {
-        return Err(Error::corrupt(
-            what,
-            "tar stream is not canonical: padding or header fields differ from what the index \
-             implies",
-        ));
-    }
     let expected_diff = bundle.meta.config.rootfs.diff_ids[n];
     if diff_id != expected_diff {
         return Err(Error::DigestMismatch {
@@ -175,17 +173,15 @@ pub(crate) fn check_layer(
     Ok(content)
 }
 
-struct HashWriter<'a, 'c> {
+struct HashWriter<'a> {
     inner: Box<dyn Write + 'a>,
     hasher: blake3::Hasher,
-    canon: &'c mut HashingWriter<io::Sink>,
 }
 
-impl Write for HashWriter<'_, '_> {
+impl Write for HashWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
-        self.canon.write_all(&buf[..n])?;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {

@@ -196,6 +196,8 @@ pub struct TarReader<R> {
     pending: u64,
     pending_pad: usize,
     done: bool,
+    /// The exact bytes of the last header read (pax block, records and padding, ustar block).
+    raw: Vec<u8>,
 }
 
 impl<R: Read> TarReader<R> {
@@ -207,6 +209,7 @@ impl<R: Read> TarReader<R> {
             pending: 0,
             pending_pad: 0,
             done: false,
+            raw: Vec::with_capacity(2 * BLOCK),
         }
     }
 
@@ -221,6 +224,7 @@ impl<R: Read> TarReader<R> {
             return Ok(None);
         }
         self.skip_rest()?;
+        self.raw.clear();
         let mut block = [0u8; BLOCK];
         self.read_exact(&mut block)?;
         if block.iter().all(|&b| b == 0) {
@@ -240,16 +244,19 @@ impl<R: Read> TarReader<R> {
             if size > 64 * 1024 {
                 return Err(self.corrupt("pax header larger than 64 KiB"));
             }
+            self.raw.extend_from_slice(&block);
             let mut data = vec![0u8; size as usize];
             self.read_exact(&mut data)?;
-            let mut pad = vec![0u8; padding(size)];
-            self.read_exact(&mut pad)?;
+            self.raw.extend_from_slice(&data);
+            self.read_padding(padding(size))?;
+            self.raw.resize(self.raw.len() + padding(size), 0);
             self.parse_pax(&data, &mut pax_path, &mut pax_link, &mut pax_size)?;
             self.read_exact(&mut block)?;
             if block.iter().all(|&b| b == 0) {
                 return Err(self.corrupt("pax header not followed by an entry"));
             }
         }
+        self.raw.extend_from_slice(&block);
         let (mut header, size) = self.parse_block(&block)?;
         if let Some(p) = pax_path {
             header.path = p;
@@ -398,8 +405,25 @@ impl<R: Read> TarReader<R> {
         })
     }
 
+    /// The exact bytes of the last header [`TarReader::next_header`] returned, pax extended
+    /// header included: a reader that must accept only one byte form compares them with the
+    /// canonical ones (fields it does not parse, such as uid or user names, live only here).
+    pub fn raw_header(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// Consume `n` bytes of block padding, which must be zero (one byte form per stream).
+    fn read_padding(&mut self, n: usize) -> Result<(), Error> {
+        let mut pad = [0u8; BLOCK];
+        self.read_exact(&mut pad[..n])?;
+        if pad[..n].iter().any(|&b| b != 0) {
+            return Err(self.corrupt("tar stream is not canonical: non-zero block padding"));
+        }
+        Ok(())
+    }
+
     fn skip_rest(&mut self) -> Result<(), Error> {
-        let n = self.pending + self.pending_pad as u64;
+        let n = self.pending;
         if n > 0 {
             let copied = io::copy(&mut (&mut self.inner).take(n), &mut io::sink())
                 .map_err(|e| self.corrupt(format!("read failed: {e}")))?;
@@ -407,6 +431,7 @@ impl<R: Read> TarReader<R> {
                 return Err(self.corrupt("truncated tar stream"));
             }
         }
+        self.read_padding(self.pending_pad)?;
         self.pending = 0;
         self.pending_pad = 0;
         Ok(())
@@ -421,6 +446,8 @@ impl<R: Read> TarReader<R> {
             return Err(self.corrupt("truncated tar stream"));
         }
         self.pending = 0;
+        self.read_padding(self.pending_pad)?;
+        self.pending_pad = 0;
         Ok(copied)
     }
 
