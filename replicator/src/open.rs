@@ -52,46 +52,44 @@ pub fn open(url: &TargetUrl) -> Result<Arc<dyn Target>> {
             repository,
             plain_http,
         } => Arc::new(OciTarget::new(registry, repository, *plain_http)?),
-        TargetUrl::S3 { bucket, prefix } => {
-            let s = AmazonS3Builder::from_env()
+        TargetUrl::S3 { bucket, prefix } => cloud(
+            &name,
+            AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_retry(retry_config())
                 .build()
-                .map_err(build_err)?;
-            Arc::new(StoreTarget::new(
-                &name,
-                Arc::new(s),
-                prefix,
-                StoreKind::Cloud,
-            ))
-        }
-        TargetUrl::Gcs { bucket, prefix } => {
-            let s = GoogleCloudStorageBuilder::from_env()
+                .map_err(build_err)?,
+            prefix,
+        ),
+        TargetUrl::Gcs { bucket, prefix } => cloud(
+            &name,
+            GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(bucket)
                 .with_retry(retry_config())
                 .build()
-                .map_err(build_err)?;
-            Arc::new(StoreTarget::new(
-                &name,
-                Arc::new(s),
-                prefix,
-                StoreKind::Cloud,
-            ))
-        }
-        TargetUrl::Azure { container, prefix } => {
-            let s = MicrosoftAzureBuilder::from_env()
+                .map_err(build_err)?,
+            prefix,
+        ),
+        TargetUrl::Azure { container, prefix } => cloud(
+            &name,
+            MicrosoftAzureBuilder::from_env()
                 .with_container_name(container)
                 .with_retry(retry_config())
                 .build()
-                .map_err(build_err)?;
-            Arc::new(StoreTarget::new(
-                &name,
-                Arc::new(s),
-                prefix,
-                StoreKind::Cloud,
-            ))
-        }
+                .map_err(build_err)?,
+            prefix,
+        ),
         TargetUrl::Dir { path } => Arc::new(StoreTarget::dir(path)?),
         TargetUrl::Http { base } => Arc::new(HttpTarget::new(base.clone())?),
     })
+}
+
+/// A cloud bucket target over a configured object_store client.
+fn cloud(name: &str, store: impl object_store::ObjectStore, prefix: &str) -> Arc<dyn Target> {
+    Arc::new(StoreTarget::new(
+        name,
+        Arc::new(store),
+        prefix,
+        StoreKind::Cloud,
+    ))
 }
