@@ -96,6 +96,23 @@ pub struct BuildReport {
     pub warnings: Vec<String>,
 }
 
+/// Leave out every link that does not resolve through the bundle's own entries (see
+/// [`crate::links`]), until none is left: dropping one link can leave another, which went through
+/// it, dangling. The walk already dropped what is bad on disk; this catches links that resolve on
+/// disk only through an entry the bundle does not carry (an excluded directory, a dropped link).
+fn drop_unresolvable_links(entries: &mut Vec<Entry>, progress: &dyn Progress) {
+    loop {
+        let bad = crate::links::bad_links(entries);
+        if bad.is_empty() {
+            return;
+        }
+        for &(i, problem) in bad.iter().rev() {
+            let e = entries.remove(i);
+            progress.warn(&format!("dropped symlink {}: {problem}", e.path));
+        }
+    }
+}
+
 /// Build the site at `src` into `store`.
 pub fn build(
     src: &Path,
@@ -170,6 +187,9 @@ pub fn build(
         });
     }
     entries.sort_by(|a, b| a.path.as_str().as_bytes().cmp(b.path.as_str().as_bytes()));
+    if opts.walk.drop_bad_symlinks {
+        drop_unresolvable_links(&mut entries, progress);
+    }
     let layer_count = layout::assign_layers(&mut entries);
     let index = Index::new(entries)?;
     let index_bytes = index.encode();

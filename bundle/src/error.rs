@@ -158,6 +158,10 @@ pub enum SymlinkProblem {
     Escapes,
     /// The target does not exist.
     Dangling,
+    /// A name in the target is below a regular file (the kernel says "Not a directory").
+    NotADirectory,
+    /// Following the target meets the link again, or more links than a server may follow.
+    Loop,
 }
 
 impl std::fmt::Display for SymlinkProblem {
@@ -166,6 +170,8 @@ impl std::fmt::Display for SymlinkProblem {
             SymlinkProblem::Absolute => "absolute target",
             SymlinkProblem::Escapes => "points outside the site",
             SymlinkProblem::Dangling => "target does not exist",
+            SymlinkProblem::NotADirectory => "target goes through a regular file",
+            SymlinkProblem::Loop => "target loops or follows too many links (at most 32)",
         })
     }
 }

@@ -230,12 +230,16 @@ impl Index {
             }
         }
         let index = Index { entries };
-        index.check_structure()?;
+        // In a bundle being read, a bad link is a corrupt index (integrity), not a site to fix.
+        index.check_structure().map_err(|e| match e {
+            Error::BadSymlink { .. } => Error::corrupt(what, e.to_string()),
+            other => other,
+        })?;
         Ok(index)
     }
 
     /// Rules every index obeys: unique paths, parents are directories, directories and symlinks in
-    /// layer 0, files in a layer >= 1, symlink targets inside the site.
+    /// layer 0, files in a layer >= 1, symlinks resolving inside the site through its own links.
     fn check_structure(&self) -> Result<(), Error> {
         let what = "bundle index";
         let mut dirs: HashSet<&str> = HashSet::new();
@@ -282,7 +286,9 @@ impl Index {
                 }
             }
         }
-        Ok(())
+        // Lexically inside is not enough: a link must resolve, through the other links of the
+        // bundle, to a directory or file of the site (spec §3, §9).
+        crate::links::check_links(&self.entries)
     }
 
     /// For each distinct file content, the paths that carry it, in path order; the first of each

@@ -13,6 +13,7 @@
 //! | digests | [`digest`] | [`Digest`] (sha256, OCI form), [`FileHash`] (BLAKE3) |
 //! | paths inside a site | [`path`] | [`SitePath`] |
 //! | per-file index | [`index`] | [`Index`], [`Entry`] |
+//! | symlinks resolved through the bundle | [`links`] | [`links::Resolver`], [`links::check_links`] |
 //! | canonical tar | [`tar`] | [`tar::write_header`], [`tar::TarReader`] |
 //! | layer grouping | [`layout`] | [`layout::assign_layers`] |
 //! | compression + index trailer | [`compress`] | [`Compression`] |
@@ -39,6 +40,7 @@ pub mod error;
 pub mod extract;
 pub mod index;
 pub mod layout;
+pub mod links;
 pub mod manifest;
 pub mod path;
 pub mod progress;

@@ -8,18 +8,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bundle::compress::write_index_trailer;
-use bundle::manifest::{
-    self, Descriptor, ImageConfig, Manifest, RootFs, RunConfig, KEY_BYTES, KEY_FILES, KEY_FORMAT,
-    KEY_INDEX,
-};
-use bundle::tar::{content_mtime, padding, write_end, write_header, TarHeader, TarKind};
-use bundle::{Compression, Digest, FileHash, Store};
+use bundle::manifest::{self, Manifest};
+use bundle::tar::content_mtime;
+use bundle::{Digest, FileHash, Store};
 use common::*;
+use testkit::craft::*;
 
 /// A store with the sample site built into it under tag `t`.
 struct Fixture {
@@ -277,148 +273,9 @@ fn decompression_bomb_is_refused_quickly_in_bounded_memory() {
 
 // ---- hand-made bundles -------------------------------------------------------------------
 
-/// One tar member: header and content.
-struct M {
-    h: TarHeader,
-    body: Vec<u8>,
-}
-
-fn dir(path: &str) -> M {
-    M {
-        h: TarHeader {
-            path: path.into(),
-            kind: TarKind::Dir,
-            mode: 0o755,
-            size: 0,
-            mtime: bundle::tar::EPOCH_BASE,
-            link: String::new(),
-        },
-        body: Vec::new(),
-    }
-}
-
-fn file(path: &str, body: &[u8]) -> M {
-    M {
-        h: TarHeader {
-            path: path.into(),
-            kind: TarKind::File,
-            mode: 0o644,
-            size: body.len() as u64,
-            mtime: content_mtime(&FileHash::of(body).0),
-            link: String::new(),
-        },
-        body: body.to_vec(),
-    }
-}
-
-fn symlink(path: &str, target: &str) -> M {
-    M {
-        h: TarHeader {
-            path: path.into(),
-            kind: TarKind::Symlink,
-            mode: 0o777,
-            size: 0,
-            mtime: bundle::tar::EPOCH_BASE,
-            link: target.into(),
-        },
-        body: Vec::new(),
-    }
-}
-
-fn tar(members: &[M]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for m in members {
-        write_header(&mut out, &m.h).expect("write header");
-        out.extend_from_slice(&m.body);
-        out.extend(std::iter::repeat_n(0u8, padding(m.body.len() as u64)));
-    }
-    write_end(&mut out).expect("write end");
-    out
-}
-
-/// Index lines, written by hand so they can claim anything.
-fn index_text(lines: &[String]) -> Vec<u8> {
-    let mut s = String::from("sitebundle-index 1\n");
-    for l in lines {
-        s.push_str(l);
-        s.push('\n');
-    }
-    s.into_bytes()
-}
-
-fn idx_dir(path: &str) -> String {
-    format!("d\t755\t0\t0\t-\t{path}")
-}
-
-fn idx_file(path: &str, body: &[u8], layer: u32) -> String {
-    format!(
-        "f\t644\t{}\t{layer}\t{}\t{path}",
-        body.len(),
-        FileHash::of(body).hex()
-    )
-}
-
-fn idx_link(path: &str, target: &str) -> String {
-    format!("l\t777\t0\t0\t-\t{path}\t{target}")
-}
-
 /// Store a self-consistent bundle (every digest right) from an index and layer tars; tag it.
 fn craft(store: &Store, index: &[u8], tars: &[Vec<u8>], tag: &str) {
-    let c = Compression::Zstd;
-    let mut layers = Vec::new();
-    let mut diff_ids = Vec::new();
-    for (n, t) in tars.iter().enumerate() {
-        let mut enc = c.encoder(Vec::new()).expect("encoder");
-        enc.write_all(t).expect("compress");
-        let mut blob = enc.finish().expect("finish");
-        if n == 0 {
-            let off = blob.len() as u64;
-            write_index_trailer(&mut blob, c, off, index).expect("trailer");
-        }
-        let d = store.put_blob(&blob).expect("put layer");
-        layers.push(Descriptor {
-            media_type: c.media_type().into(),
-            digest: d,
-            size: blob.len() as u64,
-            annotations: BTreeMap::new(),
-        });
-        diff_ids.push(Digest::of(t));
-    }
-    let mut labels = BTreeMap::new();
-    labels.insert(KEY_FORMAT.to_string(), "1".to_string());
-    labels.insert(KEY_INDEX.to_string(), Digest::of(index).to_string());
-    labels.insert(KEY_FILES.to_string(), "1".to_string());
-    labels.insert(KEY_BYTES.to_string(), "1".to_string());
-    let config = ImageConfig {
-        architecture: "amd64".into(),
-        config: RunConfig { labels },
-        os: "linux".into(),
-        rootfs: RootFs {
-            kind: "layers".into(),
-            diff_ids,
-        },
-    };
-    let cb = config.to_bytes();
-    let id = store.put_blob(&cb).expect("put config");
-    let mut annotations = BTreeMap::new();
-    annotations.insert(KEY_FORMAT.to_string(), "1".to_string());
-    let m = Manifest {
-        schema_version: 2,
-        media_type: manifest::MEDIA_MANIFEST.into(),
-        config: Descriptor {
-            media_type: manifest::MEDIA_CONFIG.into(),
-            digest: id,
-            size: cb.len() as u64,
-            annotations: BTreeMap::new(),
-        },
-        layers,
-        annotations,
-    };
-    let mb = m.to_bytes();
-    let md = store.put_blob(&mb).expect("put manifest");
-    store
-        .add_manifest(md, mb.len() as u64, id, &[tag.to_string()])
-        .expect("add manifest");
+    craft_tagged(store, index, tars, tag);
 }
 
 /// A fresh store and work dir for a hand-made bundle.

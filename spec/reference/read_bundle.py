@@ -113,7 +113,53 @@ def parse_index(raw):
         parent = e["path"].rsplit("/", 1)[0] if "/" in e["path"] else None
         if parent is not None and parent not in dirs:
             raise Bad(f"parent of {e['path']} missing")
+    check_links(entries)
     return entries
+
+
+MAX_LINK_FOLLOWS = 32
+
+
+def check_links(entries):
+    """Spec §3: every symlink resolves physically, through the bundle's own links, to a directory
+    or file of the site (or its root), following at most 32 links in all."""
+    by_path = {e["path"]: e for e in entries}
+
+    def resolve(link, budget, active):
+        # Returns (path of what it resolves to, "" for the root; is_file; links followed).
+        if budget < 1 or link["path"] in active:
+            raise Bad(f"symlink {link['path']}: loops or follows more than {MAX_LINK_FOLLOWS} links")
+        target = link["target"]
+        if target == "" or target.startswith("/"):
+            raise Bad(f"symlink {link['path']}: empty or absolute target")
+        here = link["path"].rsplit("/", 1)[0] if "/" in link["path"] else ""
+        is_file, used = False, 1
+        for comp in target.split("/"):
+            if is_file:
+                raise Bad(f"symlink {link['path']}: goes through a regular file")
+            if comp in ("", "."):
+                continue
+            if comp == "..":
+                if here == "":
+                    raise Bad(f"symlink {link['path']}: points outside the site")
+                here = here.rsplit("/", 1)[0] if "/" in here else ""
+                continue
+            cand = f"{here}/{comp}" if here else comp
+            e = by_path.get(cand)
+            if e is None:
+                raise Bad(f"symlink {link['path']}: target does not exist")
+            if e["type"] == "l":
+                here, is_file, n = resolve(e, budget - used, active | {link["path"]})
+                used += n
+                if used > budget:
+                    raise Bad(f"symlink {link['path']}: loops or follows more than {MAX_LINK_FOLLOWS} links")
+            else:
+                here, is_file = cand, e["type"] == "f"
+        return here, is_file, used
+
+    for e in entries:
+        if e["type"] == "l":
+            resolve(e, MAX_LINK_FOLLOWS, frozenset())
 
 
 def ext(name):

@@ -9,20 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use bundle::compress::write_index_trailer;
-use bundle::manifest::{
-    self, Descriptor, ImageConfig, Manifest, RootFs, RunConfig, KEY_BYTES, KEY_FILES, KEY_FORMAT,
-    KEY_INDEX,
-};
-use bundle::tar::{content_mtime, padding, write_end, write_header, TarHeader, TarKind};
-use bundle::{BuildOptions, BuildReport, Compression, Digest, FileHash, NoProgress, Store};
+use bundle::manifest::Manifest;
+use bundle::{BuildOptions, BuildReport, Digest, FileHash, NoProgress, Store};
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::{BackoffConfig, RetryConfig};
@@ -893,11 +888,45 @@ fn path_traversal_bundles_are_refused() {
             tar(&[file("x/escaped.html", BODY)]),
         ],
     );
+    // 4-6 (issue 8 item 1): links that are lexically inside but resolve, through the bundle's
+    // other links, above DEST (nginx would serve the host's /etc/passwd), dangle, or loop.
+    let (index4, tars4) = escape_through_root_link();
+    let physical_escape = craft(&store, &index4, &tars4);
+    let dangling = craft(
+        &store,
+        &index_text(&[
+            idx_file("a.html", BODY, 1),
+            idx_link("b.html", "missing.html"),
+        ]),
+        &[
+            tar(&[symlink("b.html", "missing.html")]),
+            tar(&[file("a.html", BODY)]),
+        ],
+    );
+    let looping = craft(
+        &store,
+        &index_text(&[
+            idx_file("a.html", BODY, 1),
+            idx_link("x", "y"),
+            idx_link("y", "x"),
+        ]),
+        &[
+            tar(&[symlink("x", "y"), symlink("y", "x")]),
+            tar(&[file("a.html", BODY)]),
+        ],
+    );
     // Publish the store as a directory origin.
     let origin: Arc<dyn Target> =
         Arc::new(StoreTarget::dir(&work.path().join("origin")).expect("dir"));
     rt().block_on(async {
-        for m in [dotdot_tar, dotdot_index, through_link] {
+        for m in [
+            dotdot_tar,
+            dotdot_index,
+            through_link,
+            physical_escape,
+            dangling,
+            looping,
+        ] {
             let b = store.read_blob(&m, 1 << 22).expect("manifest");
             // Blobs first, then the manifest (as push does; LocalBundle::open would refuse it).
             let man: Manifest = serde_json::from_slice(&b).expect("parse");
@@ -923,6 +952,12 @@ fn path_traversal_bundles_are_refused() {
         ("tar entry with ..", dotdot_tar),
         ("index entry with ..", dotdot_index),
         ("write through a symlink", through_link),
+        (
+            "issue 8: link escaping through a link to the root",
+            physical_escape,
+        ),
+        ("issue 8: dangling link", dangling),
+        ("issue 8: looping links", looping),
     ] {
         let out =
             run(init_cmd(&dest, std::slice::from_ref(&url)).args(["--digest", &m.to_string()]));
@@ -1147,140 +1182,11 @@ fn deploy_manifests_validate_against_kubernetes_schemas() {
 // ---------------------------------------------------------------------------------------------
 // Hand-made hostile bundles: every digest right, the trick is in the content.
 
-struct M {
-    h: TarHeader,
-    body: Vec<u8>,
-}
-
-fn dir(path: &str) -> M {
-    M {
-        h: TarHeader {
-            path: path.into(),
-            kind: TarKind::Dir,
-            mode: 0o755,
-            size: 0,
-            mtime: bundle::tar::EPOCH_BASE,
-            link: String::new(),
-        },
-        body: Vec::new(),
-    }
-}
-
-fn file(path: &str, body: &[u8]) -> M {
-    M {
-        h: TarHeader {
-            path: path.into(),
-            kind: TarKind::File,
-            mode: 0o644,
-            size: body.len() as u64,
-            mtime: content_mtime(&FileHash::of(body).0),
-            link: String::new(),
-        },
-        body: body.to_vec(),
-    }
-}
-
-fn symlink(path: &str, target: &str) -> M {
-    M {
-        h: TarHeader {
-            path: path.into(),
-            kind: TarKind::Symlink,
-            mode: 0o777,
-            size: 0,
-            mtime: bundle::tar::EPOCH_BASE,
-            link: target.into(),
-        },
-        body: Vec::new(),
-    }
-}
-
-fn tar(members: &[M]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for m in members {
-        write_header(&mut out, &m.h).expect("write header");
-        out.extend_from_slice(&m.body);
-        out.extend(std::iter::repeat_n(0u8, padding(m.body.len() as u64)));
-    }
-    write_end(&mut out).expect("write end");
-    out
-}
-
-fn index_text(lines: &[String]) -> Vec<u8> {
-    let mut s = String::from("sitebundle-index 1\n");
-    for l in lines {
-        s.push_str(l);
-        s.push('\n');
-    }
-    s.into_bytes()
-}
-
-fn idx_dir(path: &str) -> String {
-    format!("d\t755\t0\t0\t-\t{path}")
-}
-
-fn idx_file(path: &str, body: &[u8], layer: u32) -> String {
-    format!(
-        "f\t644\t{}\t{layer}\t{}\t{path}",
-        body.len(),
-        FileHash::of(body).hex()
-    )
-}
-
-fn idx_link(path: &str, target: &str) -> String {
-    format!("l\t777\t0\t0\t-\t{path}\t{target}")
-}
-
 /// Store a self-consistent bundle (every digest right) from an index and layer tars.
+use testkit::craft::{
+    dir, escape_through_root_link, file, idx_dir, idx_file, idx_link, index_text, symlink, tar,
+};
+
 fn craft(store: &Store, index: &[u8], tars: &[Vec<u8>]) -> Digest {
-    let c = Compression::Zstd;
-    let mut layers = Vec::new();
-    let mut diff_ids = Vec::new();
-    for (n, t) in tars.iter().enumerate() {
-        let mut enc = c.encoder(Vec::new()).expect("encoder");
-        enc.write_all(t).expect("compress");
-        let mut blob = enc.finish().expect("finish");
-        if n == 0 {
-            let off = blob.len() as u64;
-            write_index_trailer(&mut blob, c, off, index).expect("trailer");
-        }
-        let d = store.put_blob(&blob).expect("put layer");
-        layers.push(Descriptor {
-            media_type: c.media_type().into(),
-            digest: d,
-            size: blob.len() as u64,
-            annotations: BTreeMap::new(),
-        });
-        diff_ids.push(Digest::of(t));
-    }
-    let mut labels = BTreeMap::new();
-    labels.insert(KEY_FORMAT.to_string(), "1".to_string());
-    labels.insert(KEY_INDEX.to_string(), Digest::of(index).to_string());
-    labels.insert(KEY_FILES.to_string(), "1".to_string());
-    labels.insert(KEY_BYTES.to_string(), "1".to_string());
-    let config = ImageConfig {
-        architecture: "amd64".into(),
-        config: RunConfig { labels },
-        os: "linux".into(),
-        rootfs: RootFs {
-            kind: "layers".into(),
-            diff_ids,
-        },
-    };
-    let cb = config.to_bytes();
-    let id = store.put_blob(&cb).expect("put config");
-    let mut annotations = BTreeMap::new();
-    annotations.insert(KEY_FORMAT.to_string(), "1".to_string());
-    let m = Manifest {
-        schema_version: 2,
-        media_type: manifest::MEDIA_MANIFEST.into(),
-        config: Descriptor {
-            media_type: manifest::MEDIA_CONFIG.into(),
-            digest: id,
-            size: cb.len() as u64,
-            annotations: BTreeMap::new(),
-        },
-        layers,
-        annotations,
-    };
-    store.put_blob(&m.to_bytes()).expect("put manifest")
+    testkit::craft::craft(store, index, tars).manifest
 }

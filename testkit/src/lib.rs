@@ -1,0 +1,12 @@
+//! # Test support shared by the workspace's test crates
+//!
+//! Used as a dev-dependency by `cli` and `tests` (never by library code). One place for the
+//! helpers several test crates need, so hostile inputs are made one way everywhere.
+//!
+//! ## Map
+//! | concept | module | main items |
+//! |---|---|---|
+//! | hand-made bundles: any index, any tar, every digest right | [`craft`] | [`craft::craft`], [`craft::M`], [`craft::tar`], [`craft::index_text`] |
+#![allow(clippy::unwrap_used)]
+
+pub mod craft;
