@@ -217,11 +217,10 @@ impl Error {
     /// local store or a download's file), not the target's fault: trying another target or the
     /// same one again cannot help, so callers stop at once.
     pub fn is_local_io(&self) -> bool {
-        match self {
-            Error::Io { .. } => true,
-            Error::Bundle(bundle::Error::Io { .. }) => true,
-            _ => false,
-        }
+        matches!(
+            self,
+            Error::Io { .. } | Error::Bundle(bundle::Error::Io { .. })
+        )
     }
 
     /// Wrap a local I/O error.

@@ -17,12 +17,14 @@ use reqwest::{Method, StatusCode};
 
 use crate::channel::{validate_channel, ChannelRecord, HistoryEvent};
 use crate::error::{Error, Result};
-use crate::net::{self, Follow, Http, Request};
+use crate::net::{self, Http, Request};
 use crate::target::{check_digest, BlobStream, Capabilities, ChannelMode, Target};
 
 /// A read-only HTTP(S) origin. It holds no credentials; every answer is read through
-/// [`crate::net`] (capped, paced), and redirects stay on the origin it was given (blobs, verified
-/// by digest, may go to another host without any downgrade to plain HTTP).
+/// [`crate::net`] (capped, paced), and redirects are followed only within the origin it was
+/// given (same scheme, host and port): a redirect to another host, or from https to http, is
+/// refused, for blobs too (unlike a registry, a static origin has no reason to send them
+/// elsewhere).
 #[derive(Debug, Clone)]
 pub struct HttpTarget {
     name: String,
@@ -102,7 +104,11 @@ impl HttpTarget {
     }
 
     fn blob_request(&self, d: &Digest, op: &'static str) -> Result<Request> {
-        Ok(Request::get(self.url(&blob_rel(d))?, op, format!("blob {d}")).follow(Follow::Blob))
+        Ok(Request::get(
+            self.url(&blob_rel(d))?,
+            op,
+            format!("blob {d}"),
+        ))
     }
 }
 

@@ -124,7 +124,7 @@ impl Drop for Lock {
             // Still holding the lock: a waiter that gets it next sees the file gone and retries.
             let _ = fs::remove_file(&self.path);
         }
-        let _ = &self.file;
+        // Closing `file` (after this) releases the flock.
     }
 }
 
@@ -134,8 +134,9 @@ pub struct Dest {
     root: PathBuf,
     read_only: Option<String>,
     journal: Mutex<Vec<Undo>>,
-    // Dropped last (fields drop in order): the lock outlives every other use of DEST.
-    _lock: Option<Lock>,
+    // Dropped last (fields drop in order): the lock outlives every other use of DEST. Taken
+    // early only by a rollback that removes DEST itself.
+    lock: Mutex<Option<Lock>>,
 }
 
 /// What [`Dest::activate`] did.
@@ -196,7 +197,7 @@ impl Dest {
                 root: root.to_path_buf(),
                 read_only: None,
                 journal: Mutex::new(journal),
-                _lock: Some(lock),
+                lock: Mutex::new(Some(lock)),
             },
             Err(LockError::NotWritable(reason)) => {
                 tracing::warn!(dest = %root.display(), reason = %reason, "DEST is not writable: only an installed, current bundle can be accepted");
@@ -204,15 +205,16 @@ impl Dest {
                     root: root.to_path_buf(),
                     read_only: Some(reason),
                     journal: Mutex::new(journal),
-                    _lock: None,
+                    lock: Mutex::new(None),
                 }
             }
             Err(LockError::Failed(e)) => {
+                let e = *e;
                 let d = Dest {
                     root: root.to_path_buf(),
                     read_only: None,
                     journal: Mutex::new(journal),
-                    _lock: None,
+                    lock: Mutex::new(None),
                 };
                 return Err(d.rollback(e));
             }
@@ -247,7 +249,11 @@ impl Dest {
                             )))
                         }
                         Err(e) => {
-                            return Err(LockError::Failed(InitError::local("open", &path)(e)))
+                            return Err(LockError::Failed(Box::new(InitError::local(
+                                "open", &path,
+                            )(
+                                e
+                            ))))
                         }
                     }
                 }
@@ -257,7 +263,11 @@ impl Dest {
                         path.display()
                     )))
                 }
-                Err(e) => return Err(LockError::Failed(InitError::local("create", &path)(e))),
+                Err(e) => {
+                    return Err(LockError::Failed(Box::new(InitError::local(
+                        "create", &path,
+                    )(e))))
+                }
             };
             let mut lock = Lock {
                 file,
@@ -274,11 +284,11 @@ impl Dest {
                     Err(rustix::io::Errno::WOULDBLOCK) => {
                         if started.elapsed() >= wait {
                             lock.created = false;
-                            return Err(LockError::Failed(InitError::Locked {
+                            return Err(LockError::Failed(Box::new(InitError::Locked {
                                 holder: holder(&path),
                                 path,
                                 waited: wait,
-                            }));
+                            })));
                         }
                         if logged.is_none_or(|t| t.elapsed() >= LOCK_LOG_EVERY) {
                             tracing::warn!(
@@ -294,11 +304,11 @@ impl Dest {
                     }
                     Err(e) => {
                         lock.created = false;
-                        return Err(LockError::Failed(InitError::Local {
+                        return Err(LockError::Failed(Box::new(InitError::Local {
                             op: "lock",
                             path,
                             source: e.into(),
-                        }));
+                        })));
                     }
                 }
             }
@@ -379,6 +389,12 @@ impl Dest {
         };
         let mut left = Vec::new();
         for u in undo.into_iter().rev() {
+            if matches!(&u, Undo::Dir(p) if p == &self.root) {
+                // DEST itself goes: release (and remove) our lock file first.
+                if let Ok(mut l) = self.lock.lock() {
+                    drop(l.take());
+                }
+            }
             if let Err(e) = self.undo(&u) {
                 left.push(e);
             }
@@ -755,7 +771,7 @@ enum LockError {
     /// DEST cannot be written by this user: continue read-only.
     NotWritable(String),
     /// Anything else.
-    Failed(InitError),
+    Failed(Box<InitError>),
 }
 
 /// This machine's name, for the lock file.
