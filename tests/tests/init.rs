@@ -926,10 +926,46 @@ fn path_traversal_bundles_are_refused() {
     }
 }
 
-#[test]
-fn runs_as_non_root_user() {
+fn is_root() -> bool {
     let euid = String::from_utf8(Command::new("id").arg("-u").output().expect("id -u").stdout)
         .expect("utf8");
+    euid.trim() == "0"
+}
+
+/// `c` run as nobody (65534) when we are root: same program (copied under `work`, where nobody
+/// can reach it: the build directory may sit under a home that is not), arguments and
+/// environment, under setpriv. Unchanged otherwise.
+fn as_nobody(c: Command, work: &Path) -> Command {
+    if !is_root() {
+        return c;
+    }
+    let bin = work.join("sitebundle-init");
+    if !bin.exists() {
+        fs::copy(c.get_program(), &bin).expect("copy binary");
+    }
+    let mut wrapped = Command::new("setpriv");
+    wrapped.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    wrapped.arg(&bin).args(c.get_args()).current_dir(work);
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    wrapped
+}
+
+fn chown_nobody(p: &Path) {
+    let st = Command::new("chown")
+        .args(["65534:65534"])
+        .arg(p)
+        .status()
+        .expect("chown");
+    assert!(st.success());
+}
+
+#[test]
+fn runs_as_non_root_user() {
     let f = fx();
     let (_t, dir) = dir_origin();
     let work = tempfile::tempdir().expect("tempdir");
@@ -938,36 +974,12 @@ fn runs_as_non_root_user() {
     fs::create_dir(&dest).expect("mkdir");
     let mut c = init_cmd(&dest, &[file_url(&dir)]);
     c.args(["--digest", &f.v1.manifest.to_string()]);
-    let mut c = if euid.trim() == "0" {
-        let st = Command::new("chown")
-            .args(["65534:65534"])
-            .arg(&dest)
-            .status()
-            .expect("chown");
-        assert!(st.success());
-        // Same program (copied where nobody can reach it: the build directory may sit under a
-        // home that is not), arguments and environment, under setpriv as nobody.
-        let bin = work.path().join("sitebundle-init");
-        fs::copy(c.get_program(), &bin).expect("copy binary");
-        let mut wrapped = Command::new("setpriv");
-        wrapped.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
-        wrapped
-            .arg(&bin)
-            .args(c.get_args())
-            .current_dir(work.path());
-        for (k, v) in c.get_envs() {
-            match v {
-                Some(v) => wrapped.env(k, v),
-                None => wrapped.env_remove(k),
-            };
-        }
-        wrapped
-    } else {
-        c
-    };
-    ok(run(&mut c));
+    if is_root() {
+        chown_nobody(&dest);
+    }
+    ok(run(&mut as_nobody(c, work.path())));
     assert_serves(&dest, &f.v1, "v1");
-    if euid.trim() == "0" {
+    if is_root() {
         use std::os::unix::fs::MetadataExt;
         let m = fs::metadata(dest.join("current/index.html")).expect("stat");
         assert_eq!(
@@ -1868,6 +1880,52 @@ fn issue_8_5_disk_full_while_downloading_is_local_and_stops_at_once() {
         &before,
         &snapshot(&medium),
     );
+    let _ = fs::remove_dir_all(copy);
+}
+
+#[test]
+fn issue_8_5_permission_denied_in_the_staging_store_is_local_and_stops_at_once() {
+    let f = fx();
+    let (_t, dir) = dir_origin();
+    let (http_url, copy) = http_origin(&dir);
+    let work = tempfile::tempdir().expect("tempdir");
+    chmod_world_readable(work.path());
+    let dest = work.path().join("site");
+    fs::create_dir(&dest).expect("mkdir");
+    // The staging store a run killed as root left behind, which this (unprivileged) run may
+    // read but not write into: EACCES while downloading.
+    let staging = dest.join(format!(".staging-{}", f.v1.manifest.hex()));
+    Store::open(&staging).expect("staging store");
+    if is_root() {
+        chown_nobody(&dest);
+    } else {
+        let st = Command::new("chmod")
+            .arg("a-w")
+            .arg(staging.join("blobs/sha256"))
+            .status()
+            .expect("chmod");
+        assert!(st.success());
+    }
+    let before = snapshot(&dest);
+    let mut c = init_cmd(&dest, &[file_url(&dir), http_url.clone()]);
+    c.args(["--digest", &f.v1.manifest.to_string()]);
+    let out = run(&mut as_nobody(c, work.path()));
+    let t = text(&out);
+    assert_eq!(
+        code(&out),
+        4,
+        "permission denied is a local error (exit 4):\n{t}"
+    );
+    assert!(
+        t.contains("Permission denied") && t.contains("not the origin's fault"),
+        "{t}"
+    );
+    assert!(!t.contains("origin skipped"), "an origin was blamed:\n{t}");
+    assert!(
+        !t.contains(http_url.trim_end_matches('/')),
+        "the second origin was tried:\n{t}"
+    );
+    common::assert_listing_eq("DEST after EACCES in staging", &before, &snapshot(&dest));
     let _ = fs::remove_dir_all(copy);
 }
 
