@@ -488,7 +488,7 @@ impl Dest {
             return Some(*digest);
         }
         let meta = self.root.join(META_DIR).join(digest.hex());
-        let id: Digest = fs::read_to_string(meta).ok()?.trim().parse().ok()?;
+        let id: Digest = read_small(&meta)?.trim().parse().ok()?;
         self.tree(&id).is_dir().then_some(id)
     }
 
@@ -700,8 +700,7 @@ impl Dest {
         // Manifest records of trees that are gone.
         if let Ok(rd) = fs::read_dir(self.root.join(META_DIR)) {
             for entry in rd.flatten() {
-                let gone = fs::read_to_string(entry.path())
-                    .ok()
+                let gone = read_small(&entry.path())
                     .and_then(|s| s.trim().parse::<Digest>().ok())
                     .is_none_or(|id| !self.tree(&id).is_dir());
                 if gone {
@@ -772,6 +771,13 @@ enum LockError {
     NotWritable(String),
     /// Anything else.
     Failed(Box<InitError>),
+}
+
+/// A `.meta` record (`sha256:<hex>`, 71 bytes): at most 256 bytes are read.
+fn read_small(p: &Path) -> Option<String> {
+    let mut buf = Vec::new();
+    File::open(p).ok()?.take(256).read_to_end(&mut buf).ok()?;
+    String::from_utf8(buf).ok()
 }
 
 /// This machine's name, for the lock file.

@@ -1676,6 +1676,46 @@ fn issue_8_3_redirects_to_another_host_or_to_plain_http_are_refused() {
 }
 
 #[test]
+fn issue_8_3_object_store_redirect_to_another_host_is_refused() {
+    let f = fx();
+    let (_t, dir) = dir_origin();
+    let prefix = unique("s3redir");
+    push(s3_target(&prefix), &[&f.v1], Some("prod"));
+    let work = tempfile::tempdir().expect("tempdir");
+    let front = format!("127.0.0.2:{}", repl_support::free_port("127.0.0.2"));
+    let elsewhere = format!("127.0.0.3:{}", repl_support::free_port("127.0.0.3"));
+    let moto = need("SITEBUNDLE_TEST_S3_ENDPOINT");
+    // An S3 endpoint that sends every (signed) request to another host, which would serve it.
+    let nginx = PrivateNginx::start(
+        &work.path().join("nginx"),
+        &format!(
+            "server {{ listen {front}; location / {{ return 307 http://{elsewhere}$request_uri; }} }}\n\
+             server {{ listen {elsewhere}; location / {{ proxy_pass {moto}; }} }}"
+        ),
+        &[front.clone(), elsewhere.clone()],
+    );
+    let origin = format!("s3://{}/{prefix}", need("SITEBUNDLE_TEST_S3_BUCKET"));
+    let dest = work.path().join("site");
+    let t = ok(run(init_cmd(&dest, &[origin, file_url(&dir)])
+        .env("AWS_ENDPOINT", format!("http://{front}"))
+        .args(["--digest", &f.v1.manifest.to_string()])));
+    assert!(
+        t.contains("origin skipped") && t.contains("refused a redirect"),
+        "{t}"
+    );
+    assert_serves(&dest, &f.v1, "v1");
+    assert!(
+        !nginx.log_of(&front).is_empty(),
+        "the endpoint was never asked"
+    );
+    assert!(
+        nginx.log_of(&elsewhere).is_empty(),
+        "a signed request followed a redirect to another host:\n{}",
+        nginx.log()
+    );
+}
+
+#[test]
 fn issue_8_3_token_realm_on_another_host_never_gets_the_password() {
     let f = fx();
     let repo = registry_repo_with_v1("realm");
