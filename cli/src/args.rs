@@ -120,6 +120,10 @@ pub struct PullArgs {
     /// Tag the bundle in the local store (repeatable).
     #[arg(long, short)]
     pub tag: Vec<String>,
+    /// Time allowed for the whole pull from the target (e.g. 90s, 10m). A transfer slower than
+    /// SITEBUNDLE_MIN_RATE bytes/s (default 1024) over SITEBUNDLE_RATE_WINDOW (30s) is cut sooner.
+    #[arg(long, env = "SITEBUNDLE_TIMEOUT", default_value = "30m", value_parser = replicator::env::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// `promote` arguments.

@@ -135,6 +135,9 @@ fn find_auth_entry(cfg: &serde_json::Value, registry: &str) -> Option<String> {
     })
 }
 
+/// Most bytes read from a credential helper's answer.
+const HELPER_MAX: u64 = 1024 * 1024;
+
 /// Run `docker-credential-<helper> get` for `registry`.
 fn helper_get(helper: &str, registry: &str) -> Result<RegistryAuth> {
     use std::io::Write;
@@ -155,13 +158,24 @@ fn helper_get(helper: &str, registry: &str) -> Result<RegistryAuth> {
             .write_all(registry.as_bytes())
             .map_err(|e| fail(format!("could not write to it: {e}")))?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| fail(format!("failed: {e}")))?;
-    if !out.status.success() {
+    // Its answer is a small JSON object: read at most HELPER_MAX bytes of it.
+    let mut stdout = Vec::new();
+    if let Some(o) = child.stdout.take() {
+        use std::io::Read;
+        o.take(HELPER_MAX + 1)
+            .read_to_end(&mut stdout)
+            .map_err(|e| fail(format!("could not read its answer: {e}")))?;
+    }
+    if stdout.len() as u64 > HELPER_MAX {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(fail(format!("answered more than {HELPER_MAX} bytes")));
+    }
+    let status = child.wait().map_err(|e| fail(format!("failed: {e}")))?;
+    if !status.success() {
         return Err(fail(format!("no credentials for {registry}")));
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+    let v: serde_json::Value = serde_json::from_slice(&stdout)
         .map_err(|_| fail("answered something that is not JSON".into()))?;
     let user = v.get("Username").and_then(|s| s.as_str()).unwrap_or("");
     let secret = v.get("Secret").and_then(|s| s.as_str()).unwrap_or("");

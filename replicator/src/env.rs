@@ -26,6 +26,19 @@ pub const SITEBUNDLE_REGISTRY_PLAIN_HTTP: &str = "SITEBUNDLE_REGISTRY_PLAIN_HTTP
 pub const SITEBUNDLE_JOBS: &str = "SITEBUNDLE_JOBS";
 /// Retries per operation on 5xx / timeouts / cut connections (default [`crate::open::DEFAULT_RETRIES`]).
 pub const SITEBUNDLE_RETRIES: &str = "SITEBUNDLE_RETRIES";
+/// Hosts (comma-separated `host[:port]`) trusted to receive registry credentials for a token
+/// exchange when a registry's token realm is on another host (Docker Hub's `auth.docker.io`).
+/// Only over HTTPS. Unset: credentials go to a realm only on the registry's own origin; other
+/// realms are asked for an anonymous token.
+pub const SITEBUNDLE_REGISTRY_TOKEN_HOSTS: &str = "SITEBUNDLE_REGISTRY_TOKEN_HOSTS";
+/// Time allowed for one target to deliver a whole `sitebundle pull` (e.g. `10m`, default 30m);
+/// `sitebundle-init` reads it as its per-origin `--timeout`.
+pub const SITEBUNDLE_TIMEOUT: &str = "SITEBUNDLE_TIMEOUT";
+/// Slowest transfer accepted from a target, in bytes per second averaged over each
+/// [`SITEBUNDLE_RATE_WINDOW`] (default [`crate::net::DEFAULT_MIN_RATE`]; 0 turns it off).
+pub const SITEBUNDLE_MIN_RATE: &str = "SITEBUNDLE_MIN_RATE";
+/// Window over which [`SITEBUNDLE_MIN_RATE`] is measured (default 30s).
+pub const SITEBUNDLE_RATE_WINDOW: &str = "SITEBUNDLE_RATE_WINDOW";
 /// Docker-style auth file (`auths` entries with base64 `user:pass`), read before `~/.docker/config.json`.
 pub const REGISTRY_AUTH_FILE: &str = "REGISTRY_AUTH_FILE";
 /// Directory holding `config.json` (default `~/.docker`).
@@ -110,4 +123,26 @@ pub fn actor() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
     format!("{user}@{host}")
+}
+
+/// Parse `90`, `90s`, `500ms`, `5m`, `1h` into a duration (more than zero).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with an optional unit (ms, s, m, h)"))?;
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if d.is_zero() {
+        return Err(format!("{s:?}: must be more than zero"));
+    }
+    Ok(d)
 }

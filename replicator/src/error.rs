@@ -123,6 +123,39 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A target's answer was refused by a rule of [`crate::net`] (a redirect to another host or
+    /// from https to http, credentials the target asked to be sent elsewhere).
+    #[error("{target}: {what}: refused {reason}")]
+    Refused {
+        /// The target (redacted URL).
+        target: String,
+        /// What was being done.
+        what: String,
+        /// Which rule refused it.
+        reason: String,
+    },
+    /// A target sent its answer slower than the minimum rate ([`crate::net::Pace`]).
+    #[error("{target}: {what}: too slow: {reason}")]
+    TooSlow {
+        /// The target (redacted URL).
+        target: String,
+        /// What was being read.
+        what: String,
+        /// How slow.
+        reason: String,
+    },
+    /// A target did not finish an operation within its deadline.
+    #[error("{target}: {what} did not finish within {after:?}, the deadline per target ({hint})")]
+    Timeout {
+        /// The target (redacted URL).
+        target: String,
+        /// The operation.
+        what: String,
+        /// The deadline.
+        after: std::time::Duration,
+        /// Which setting raises it.
+        hint: &'static str,
+    },
     /// A local file operation failed.
     #[error("{op} {path}")]
     Io {
@@ -178,6 +211,16 @@ impl Error {
             Error::Bundle(e) => e.is_integrity(),
             _ => false,
         }
+    }
+
+    /// True when the error is a local failure (disk full, I/O error, permission denied on the
+    /// local store or a download's file), not the target's fault: trying another target or the
+    /// same one again cannot help, so callers stop at once.
+    pub fn is_local_io(&self) -> bool {
+        matches!(
+            self,
+            Error::Io { .. } | Error::Bundle(bundle::Error::Io { .. })
+        )
     }
 
     /// Wrap a local I/O error.

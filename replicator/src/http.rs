@@ -12,50 +12,40 @@ use bundle::manifest::KEY_REF_NAME;
 use bundle::store::LayoutIndex;
 use bundle::Digest;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
-use reqwest::StatusCode;
+use reqwest::header::{HeaderValue, RANGE};
+use reqwest::{Method, StatusCode};
 
 use crate::channel::{validate_channel, ChannelRecord, HistoryEvent};
-use crate::env::{self, var};
 use crate::error::{Error, Result};
+use crate::net::{self, Http, Request};
 use crate::target::{check_digest, BlobStream, Capabilities, ChannelMode, Target};
 
-/// Most history events read from an origin (a bound on the probing loop).
-const MAX_HISTORY: u64 = 100_000;
-
-/// A read-only HTTP(S) origin.
+/// A read-only HTTP(S) origin. It holds no credentials; every answer is read through
+/// [`crate::net`] (capped, paced), and redirects are followed only within the origin it was
+/// given (same scheme, host and port): a redirect to another host, or from https to http, is
+/// refused, for blobs too (unlike a registry, a static origin has no reason to send them
+/// elsewhere).
 #[derive(Debug, Clone)]
 pub struct HttpTarget {
     name: String,
     base: url::Url,
-    client: reqwest::Client,
+    http: Http,
 }
 
 impl HttpTarget {
     /// An origin at `base` (ending with `/`); extra CA from `SITEBUNDLE_REGISTRY_CA`.
     pub fn new(base: url::Url) -> Result<HttpTarget> {
         let name = base.to_string();
-        let mut b = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .read_timeout(std::time::Duration::from_secs(60))
-            .no_proxy();
-        if let Some(ca) = var(env::SITEBUNDLE_REGISTRY_CA) {
-            let pem = std::fs::read(&ca).map_err(Error::io("read CA file", &ca))?;
-            for c in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Error::Config {
-                what: ca.clone(),
-                reason: format!("not a PEM certificate bundle: {e}"),
-            })? {
-                b = b.add_root_certificate(c);
-            }
-        }
-        let client = b.build().map_err(|e| Error::Backend {
-            target: name.clone(),
-            op: "set up client for",
-            object: String::new(),
-            retryable: false,
-            source: Box::new(e),
-        })?;
-        Ok(HttpTarget { name, base, client })
+        let ca = net::extra_ca()?;
+        let client = net::client_builder(
+            ca.as_ref().map(|(_, pem)| pem.as_slice()),
+            ca.as_ref().map_or("", |(path, _)| path.as_str()),
+        )?
+        .no_proxy()
+        .build()
+        .map_err(|e| net::backend(&name, "set up client for", "", e))?;
+        let http = Http::new(client, base.clone(), name.clone());
+        Ok(HttpTarget { name, base, http })
     }
 
     fn url(&self, rel: &str) -> Result<url::Url> {
@@ -65,55 +55,37 @@ impl HttpTarget {
         })
     }
 
-    fn err(&self, op: &'static str, object: impl ToString, e: reqwest::Error) -> Error {
-        let retryable = e.is_timeout()
-            || e.is_connect()
-            || e.is_body()
-            || e.is_request()
-            || e.status().is_some_and(|s| s.is_server_error());
+    /// An answer that is neither success nor 404.
+    async fn status_error(&self, r: reqwest::Response, op: &'static str, object: &str) -> Error {
+        let status = r.status();
+        let text = net::error_text(r).await;
         Error::Backend {
             target: self.name.clone(),
             op,
             object: object.to_string(),
-            retryable,
-            source: Box::new(e.without_url()),
+            retryable: status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS,
+            source: format!("HTTP {status}: {text}").into(),
         }
     }
 
-    /// GET `rel`; `None` on 404.
-    async fn get(
-        &self,
-        rel: &str,
-        op: &'static str,
-        range: Option<(u64, u64)>,
-    ) -> Result<Option<reqwest::Response>> {
-        let mut req = self.client.get(self.url(rel)?);
-        if let Some((off, len)) = range {
-            req = req.header(
-                reqwest::header::RANGE,
-                format!("bytes={off}-{}", off + len.max(1) - 1),
-            );
-        }
-        let r = req.send().await.map_err(|e| self.err(op, rel, e))?;
+    /// Send `req`; `None` on 404.
+    async fn send(&self, req: Request) -> Result<Option<reqwest::Response>> {
+        let r = self.http.send(&req, None).await?;
         if r.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let r = r.error_for_status().map_err(|e| self.err(op, rel, e))?;
+        if !r.status().is_success() {
+            return Err(self.status_error(r, req.op, &req.what).await);
+        }
         Ok(Some(r))
     }
 
+    /// GET a small object of at most `max` bytes; `None` on 404.
     async fn get_bytes(&self, rel: &str, op: &'static str, max: u64) -> Result<Option<Bytes>> {
-        let Some(r) = self.get(rel, op, None).await? else {
+        let Some(r) = self.send(Request::get(self.url(rel)?, op, rel)).await? else {
             return Ok(None);
         };
-        if r.content_length().is_some_and(|n| n > max) {
-            return Err(self.corrupt(rel, format!("larger than {max} bytes")));
-        }
-        let b = r.bytes().await.map_err(|e| self.err(op, rel, e))?;
-        if b.len() as u64 > max {
-            return Err(self.corrupt(rel, format!("larger than {max} bytes")));
-        }
-        Ok(Some(b))
+        net::read_body(r, max, &self.name, op, rel).await.map(Some)
     }
 
     fn corrupt(&self, what: impl ToString, reason: impl ToString) -> Error {
@@ -130,14 +102,19 @@ impl HttpTarget {
             op,
         }
     }
+
+    fn blob_request(&self, d: &Digest, op: &'static str) -> Result<Request> {
+        Ok(Request::get(
+            self.url(&blob_rel(d))?,
+            op,
+            format!("blob {d}"),
+        ))
+    }
 }
 
 fn blob_rel(d: &Digest) -> String {
     format!("blobs/sha256/{}", d.hex())
 }
-
-/// Largest small JSON object (channel record, history event, index.json) read from an origin.
-const MAX_SMALL_JSON: u64 = 4 * 1024 * 1024;
 
 #[async_trait]
 impl Target for HttpTarget {
@@ -154,66 +131,36 @@ impl Target for HttpTarget {
     }
 
     async fn has_blob(&self, digest: &Digest) -> Result<bool> {
-        let rel = blob_rel(digest);
-        let r = self
-            .client
-            .head(self.url(&rel)?)
-            .send()
-            .await
-            .map_err(|e| self.err("check blob", digest, e))?;
-        match r.status() {
-            StatusCode::NOT_FOUND => Ok(false),
-            s if s.is_success() => Ok(true),
-            s => Err(Error::Backend {
-                target: self.name.clone(),
-                op: "check blob",
-                object: digest.to_string(),
-                retryable: s.is_server_error(),
-                source: format!("HTTP {s}").into(),
-            }),
-        }
+        let req = self.blob_request(digest, "check")?.method(Method::HEAD);
+        Ok(self.send(req).await?.is_some())
     }
 
     async fn get_blob(&self, digest: &Digest) -> Result<BlobStream> {
-        let rel = blob_rel(digest);
-        let r = self
-            .get(&rel, "get blob", None)
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                target: self.name.clone(),
-                what: format!("blob {digest}"),
-            })?;
-        let me = self.clone();
-        let d = *digest;
-        Ok(r.bytes_stream()
-            .map_err(move |e| me.err("read blob", d, e))
-            .boxed())
+        let req = self.blob_request(digest, "get")?;
+        let what = req.what.clone();
+        let r = self.send(req).await?.ok_or_else(|| Error::NotFound {
+            target: self.name.clone(),
+            what: what.clone(),
+        })?;
+        Ok(net::stream(r, &self.name, "read", &what))
     }
 
     async fn get_blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Bytes> {
-        let rel = blob_rel(digest);
-        let r = self
-            .get(&rel, "read range of", Some((offset, len)))
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                target: self.name.clone(),
-                what: format!("blob {digest}"),
-            })?;
+        let range = HeaderValue::from_str(&format!("bytes={offset}-{}", offset + len.max(1) - 1))
+            .map_err(|e| Error::Task(e.to_string()))?;
+        let req = self
+            .blob_request(digest, "read range of")?
+            .header(RANGE, range);
+        let what = req.what.clone();
+        let r = self.send(req).await?.ok_or_else(|| Error::NotFound {
+            target: self.name.clone(),
+            what: what.clone(),
+        })?;
         let partial = r.status() == StatusCode::PARTIAL_CONTENT;
-        let b = r
-            .bytes()
-            .await
-            .map_err(|e| self.err("read range of", digest, e))?;
-        let b = if partial {
-            b
-        } else {
-            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
-            let end = start.saturating_add(len as usize).min(b.len());
-            b.slice(start..end)
-        };
+        let b = net::read_range(r, partial, offset, len, &self.name, &what).await?;
         if b.len() as u64 != len {
             return Err(self.corrupt(
-                format!("blob {digest}"),
+                &what,
                 format!("range {offset}+{len} returned {} bytes", b.len()),
             ));
         }
@@ -223,7 +170,7 @@ impl Target for HttpTarget {
     async fn get_manifest(&self, digest: &Digest) -> Result<Bytes> {
         let rel = blob_rel(digest);
         let b = self
-            .get_bytes(&rel, "get manifest", bundle::manifest::MAX_JSON_BYTES)
+            .get_bytes(&rel, "get manifest", net::MAX_MANIFEST)
             .await?
             .ok_or_else(|| Error::NotFound {
                 target: self.name.clone(),
@@ -238,7 +185,10 @@ impl Target for HttpTarget {
     async fn read_channel(&self, channel: &str) -> Result<Option<ChannelRecord>> {
         validate_channel(channel)?;
         let rel = format!("channels/{channel}.json");
-        match self.get_bytes(&rel, "read channel", MAX_SMALL_JSON).await? {
+        match self
+            .get_bytes(&rel, "read channel", net::MAX_RECORD)
+            .await?
+        {
             Some(b) => serde_json::from_slice(&b)
                 .map(Some)
                 .map_err(|e| self.corrupt(&rel, e)),
@@ -248,7 +198,7 @@ impl Target for HttpTarget {
 
     async fn list_channels(&self) -> Result<Vec<String>> {
         let Some(b) = self
-            .get_bytes("index.json", "list channels", MAX_SMALL_JSON)
+            .get_bytes("index.json", "list channels", net::MAX_INDEX_JSON)
             .await?
         else {
             return Ok(Vec::new());
@@ -269,13 +219,33 @@ impl Target for HttpTarget {
     async fn history(&self, channel: &str) -> Result<Vec<HistoryEvent>> {
         validate_channel(channel)?;
         let mut out = Vec::new();
-        for seq in 1..=MAX_HISTORY {
+        let mut total = 0u64;
+        for seq in 1.. {
+            if out.len() >= net::MAX_HISTORY_EVENTS {
+                return Err(self.corrupt(
+                    format!("history/{channel}"),
+                    format!("more than {} events", net::MAX_HISTORY_EVENTS),
+                ));
+            }
             let rel = format!("history/{channel}/{seq:010}.json");
-            match self.get_bytes(&rel, "read history", MAX_SMALL_JSON).await? {
-                Some(b) => out.push(
-                    serde_json::from_slice::<HistoryEvent>(&b)
-                        .map_err(|e| self.corrupt(&rel, e))?,
-                ),
+            match self
+                .get_bytes(&rel, "read history", net::MAX_RECORD)
+                .await?
+            {
+                Some(b) => {
+                    total += b.len() as u64;
+                    if total > net::MAX_HISTORY_BYTES {
+                        return Err(net::too_large(
+                            &self.name,
+                            &format!("history/{channel}"),
+                            net::MAX_HISTORY_BYTES,
+                        ));
+                    }
+                    out.push(
+                        serde_json::from_slice::<HistoryEvent>(&b)
+                            .map_err(|e| self.corrupt(&rel, e))?,
+                    )
+                }
                 None => break,
             }
         }

@@ -15,6 +15,8 @@
 //! | status | [`status`] | [`status::status`] |
 //! | pull | [`pull`] | [`pull::pull`] |
 //! | registry credentials | [`auth`] | [`auth::resolve`] |
+//! | the distribution API client | [`registry`] | [`registry::Registry`] |
+//! | bounded reads, rates, redirects, credential scope | [`net`] | [`net::collect`], [`net::Pace`], [`net::Http`], [`net::SafeConnector`] |
 //! | environment | [`env`](mod@env) | every `SITEBUNDLE_*` variable |
 //! | CPU work boundary | [`blocking`] | [`blocking::run`] |
 //! | errors | [`error`] | [`Error`] |
@@ -28,10 +30,12 @@ pub mod channel;
 pub mod env;
 pub mod error;
 pub mod http;
+pub mod net;
 pub mod oci;
 pub mod open;
 pub mod pull;
 pub mod push;
+pub mod registry;
 pub mod status;
 pub mod store_target;
 pub mod target;

@@ -1,9 +1,12 @@
-//! The OCI registry target, over `oci-client`.
+//! The OCI registry target, over this crate's distribution client ([`crate::registry`]), so every
+//! answer is read within its cap, redirects follow one rule, and credentials stay with the registry
+//! ([`crate::net`]).
 //!
 //! - Blobs: `HEAD` to skip what is there; uploads are monolithic (POST then PUT), because ECR drops
 //!   every chunk after the first of a chunked upload (aws/containers-roadmap#2831) and Debian's
 //!   docker-registry 2.8 ignores a single-request POST with a body. Downloads stream; the caller
-//!   verifies ([`crate::download_blob`]), since oci-client's streaming pulls do not.
+//!   verifies ([`crate::download_blob`]). A blob download may be redirected to storage on another
+//!   host (S3, a CDN): it is followed without credentials, never from https to http.
 //! - Manifests are pushed by digest and always fetched with the OCI media types in `Accept`
 //!   (docker-registry 2.8 answers 404 to a GET of an OCI manifest without them).
 //! - **Channels are tags.** The distribution API has no conditional tag update, so
@@ -27,17 +30,11 @@ use async_trait::async_trait;
 use bundle::manifest::{MEDIA_INDEX, MEDIA_MANIFEST};
 use bundle::Digest;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference, RegistryOperation};
-use tokio::sync::OnceCell;
 
 use crate::channel::{validate_channel, ChannelRecord, HistoryEvent, RESERVED_PREFIX};
-use crate::env::{self, var};
 use crate::error::{Error, Result};
+use crate::registry::Registry;
 use crate::target::{check_digest, BlobStream, Capabilities, ChannelMode, Target};
 
 /// Media types we accept for manifests.
@@ -50,14 +47,12 @@ pub struct OciTarget {
     name: String,
     registry: String,
     repository: String,
-    client: Client,
-    auth: RegistryAuth,
-    push_auth: OnceCell<()>,
+    client: Registry,
 }
 
 impl std::fmt::Debug for OciTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print `auth`.
+        // Never print credentials.
         f.debug_struct("OciTarget")
             .field("name", &self.name)
             .finish()
@@ -68,10 +63,7 @@ impl OciTarget {
     /// Connect to `registry`/`repository`, with credentials and CA from the environment.
     pub fn new(registry: &str, repository: &str, plain_http: bool) -> Result<OciTarget> {
         let (auth, _) = crate::auth::resolve(registry)?;
-        let ca = match var(env::SITEBUNDLE_REGISTRY_CA) {
-            Some(ca) => Some(std::fs::read(&ca).map_err(Error::io("read CA file", &ca))?),
-            None => None,
-        };
+        let ca = crate::net::extra_ca()?.map(|(_, pem)| pem);
         OciTarget::with_auth(registry, repository, plain_http, auth, ca)
     }
 
@@ -85,111 +77,31 @@ impl OciTarget {
     ) -> Result<OciTarget> {
         let scheme = if plain_http { "oci+http" } else { "oci" };
         let name = format!("{scheme}://{registry}/{repository}");
-        let mut cfg = ClientConfig {
-            protocol: if plain_http {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            use_monolithic_push: true,
-            read_timeout: Some(std::time::Duration::from_secs(60)),
-            connect_timeout: Some(std::time::Duration::from_secs(10)),
-            ..Default::default()
-        };
-        if let Some(data) = ca_pem {
-            cfg.extra_root_certificates.push(Certificate {
-                encoding: CertificateEncoding::Pem,
-                data,
-            });
-        }
+        let client = Registry::new(
+            &name,
+            registry,
+            repository,
+            plain_http,
+            auth,
+            ca_pem.as_deref(),
+        )?;
         Ok(OciTarget {
             name,
             registry: registry.to_string(),
             repository: repository.to_string(),
-            client: Client::new(cfg),
-            auth,
-            push_auth: OnceCell::new(),
+            client,
         })
-    }
-
-    fn by_digest(&self, d: &Digest) -> Reference {
-        Reference::with_digest(
-            self.registry.clone(),
-            self.repository.clone(),
-            d.to_string(),
-        )
-    }
-
-    fn by_tag(&self, t: &str) -> Reference {
-        Reference::with_tag(
-            self.registry.clone(),
-            self.repository.clone(),
-            t.to_string(),
-        )
-    }
-
-    async fn pull_auth(&self) {
-        self.client
-            .store_auth_if_needed(&self.registry, &self.auth)
-            .await;
-    }
-
-    async fn for_push(&self) -> Result<()> {
-        self.push_auth
-            .get_or_try_init(|| async {
-                self.client
-                    .auth(&self.by_tag("latest"), &self.auth, RegistryOperation::Push)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| self.err("authenticate to", &self.registry, e))
-            })
-            .await
-            .map(|_| ())
-    }
-
-    fn err(&self, op: &'static str, object: impl ToString, e: OciDistributionError) -> Error {
-        if is_not_found(&e) {
-            return Error::NotFound {
-                target: self.name.clone(),
-                what: object.to_string(),
-            };
-        }
-        let retryable = match &e {
-            OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
-            OciDistributionError::RequestError(r) => {
-                r.is_timeout()
-                    || r.is_connect()
-                    || r.is_request()
-                    || r.is_body()
-                    || r.status().is_some_and(|s| s.is_server_error())
-            }
-            OciDistributionError::IoError(_) => true,
-            _ => false,
-        };
-        Error::Backend {
-            target: self.name.clone(),
-            op,
-            object: object.to_string(),
-            retryable,
-            source: Box::new(e),
-        }
     }
 
     /// The manifest a tag names, or `None`.
     async fn read_tag(&self, tag: &str) -> Result<Option<(Bytes, Digest)>> {
-        self.pull_auth().await;
-        match self
-            .client
-            .pull_manifest_raw(&self.by_tag(tag), &self.auth, ACCEPT)
-            .await
-        {
-            Ok((bytes, _)) => {
+        match self.client.get_manifest(tag, ACCEPT).await? {
+            Some(bytes) => {
                 let b = bytes.clone();
                 let d = crate::blocking::run(move || Digest::of(&b)).await?;
                 Ok(Some((bytes, d)))
             }
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(self.err("read tag", tag, e)),
+            None => Ok(None),
         }
     }
 
@@ -215,8 +127,8 @@ pub const MEDIA_HISTORY_ARTIFACT: &str = "application/vnd.sitebundle.history.v1"
 pub const MEDIA_HISTORY_LAYER: &str = "application/vnd.sitebundle.history.v1+jsonl";
 /// The OCI empty config (`{}`).
 const MEDIA_EMPTY: &str = "application/vnd.oci.empty.v1+json";
-/// Largest history layer read (about a million events).
-const MAX_HISTORY_BYTES: u64 = 256 * 1024 * 1024;
+/// Largest history layer read: it is held in memory ([`crate::net::MAX_HISTORY_BYTES`]).
+const MAX_HISTORY_BYTES: u64 = crate::net::MAX_HISTORY_BYTES;
 /// Attempts at appending while others append concurrently.
 const HISTORY_ATTEMPTS: usize = 8;
 
@@ -249,6 +161,15 @@ impl OciTarget {
             .as_str()
             .and_then(|d| d.parse().ok())
             .ok_or_else(|| corrupt("not a sitebundle history artifact".into()))?;
+        // Refuse before downloading what could not be kept in memory anyway.
+        if m["layers"][0]["size"]
+            .as_u64()
+            .is_none_or(|n| n > MAX_HISTORY_BYTES)
+        {
+            return Err(corrupt(format!(
+                "history layer size missing or above {MAX_HISTORY_BYTES} bytes"
+            )));
+        }
         let data = crate::target::read_blob_verified(self, &layer, MAX_HISTORY_BYTES).await?;
         let mut events = Vec::new();
         for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
@@ -270,10 +191,7 @@ impl OciTarget {
         .await?;
         for (d, data) in [(cfg, empty.to_vec()), (layer, jsonl.clone())] {
             if !self.has_blob(&d).await? {
-                self.client
-                    .push_blob(&self.by_digest(&d), data, &d.to_string())
-                    .await
-                    .map_err(|e| self.err("put blob", d, e))?;
+                self.client.push_blob(&d, Bytes::from(data)).await?;
             }
         }
         let manifest = serde_json::json!({
@@ -288,35 +206,10 @@ impl OciTarget {
             Bytes::from(serde_json::to_vec(&manifest).map_err(|e| Error::Task(e.to_string()))?);
         let b = bytes.clone();
         let digest = crate::blocking::run(move || Digest::of(&b)).await?;
-        let ct = reqwest::header::HeaderValue::from_static(MEDIA_MANIFEST);
         self.client
-            .push_manifest_raw(&self.by_digest(&digest), bytes.clone(), ct)
-            .await
-            .map_err(|e| self.err("put manifest", digest, e))?;
+            .put_manifest(&digest.to_string(), bytes.clone(), MEDIA_MANIFEST)
+            .await?;
         Ok((bytes, digest))
-    }
-}
-
-fn is_not_found(e: &OciDistributionError) -> bool {
-    match e {
-        OciDistributionError::ImageManifestNotFoundError(_) => true,
-        OciDistributionError::ServerError { code, .. } => *code == 404,
-        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|x| {
-            matches!(
-                x.code,
-                oci_client::errors::OciErrorCode::ManifestUnknown
-                    | oci_client::errors::OciErrorCode::BlobUnknown
-                    | oci_client::errors::OciErrorCode::NameUnknown
-            )
-        }),
-        _ => false,
-    }
-}
-
-fn descriptor(d: &Digest) -> OciDescriptor {
-    OciDescriptor {
-        digest: d.to_string(),
-        ..Default::default()
     }
 }
 
@@ -335,64 +228,15 @@ impl Target for OciTarget {
     }
 
     async fn has_blob(&self, digest: &Digest) -> Result<bool> {
-        self.pull_auth().await;
-        self.client
-            .blob_exists(&self.by_digest(digest), &digest.to_string())
-            .await
-            .map_err(|e| self.err("check blob", digest, e))
+        self.client.has_blob(digest).await
     }
 
     async fn get_blob(&self, digest: &Digest) -> Result<BlobStream> {
-        self.pull_auth().await;
-        let s = self
-            .client
-            .pull_blob_stream(&self.by_digest(digest), &descriptor(digest))
-            .await
-            .map_err(|e| self.err("get blob", format!("blob {digest}"), e))?;
-        let (name, d) = (self.name.clone(), *digest);
-        Ok(s.stream
-            .map_err(move |e| Error::Backend {
-                target: name.clone(),
-                op: "read blob",
-                object: d.to_string(),
-                retryable: true,
-                source: Box::new(e),
-            })
-            .boxed())
+        self.client.get_blob(digest).await
     }
 
     async fn get_blob_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Bytes> {
-        self.pull_auth().await;
-        let r = self
-            .client
-            .pull_blob_stream_partial(
-                &self.by_digest(digest),
-                &descriptor(digest),
-                offset,
-                Some(len),
-            )
-            .await
-            .map_err(|e| self.err("read range of", format!("blob {digest}"), e))?;
-        let (full, s) = match r {
-            oci_client::client::BlobResponse::Full(s) => (true, s),
-            oci_client::client::BlobResponse::Partial(s) => (false, s),
-        };
-        let chunks: Vec<Bytes> = s.stream.try_collect().await.map_err(|e| Error::Backend {
-            target: self.name.clone(),
-            op: "read range of",
-            object: digest.to_string(),
-            retryable: true,
-            source: Box::new(e),
-        })?;
-        let all: Vec<u8> = chunks.concat();
-        let out = if full {
-            // The registry ignored the range: cut it out ourselves.
-            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(all.len());
-            let end = start.saturating_add(len as usize).min(all.len());
-            all[start..end].to_vec()
-        } else {
-            all
-        };
+        let out = self.client.get_blob_range(digest, offset, len).await?;
         if out.len() as u64 != len {
             return Err(Error::Corrupt {
                 target: self.name.clone(),
@@ -400,16 +244,18 @@ impl Target for OciTarget {
                 reason: format!("range {offset}+{len} returned {} bytes", out.len()),
             });
         }
-        Ok(Bytes::from(out))
+        Ok(out)
     }
 
     async fn get_manifest(&self, digest: &Digest) -> Result<Bytes> {
-        self.pull_auth().await;
-        let (bytes, _) = self
+        let bytes = self
             .client
-            .pull_manifest_raw(&self.by_digest(digest), &self.auth, ACCEPT)
-            .await
-            .map_err(|e| self.err("get manifest", format!("manifest {digest}"), e))?;
+            .get_manifest(&digest.to_string(), ACCEPT)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                target: self.name.clone(),
+                what: format!("manifest {digest}"),
+            })?;
         let b = bytes.clone();
         let found = crate::blocking::run(move || Digest::of(&b)).await?;
         check_digest(self, &format!("manifest {digest}"), digest, &found)?;
@@ -425,35 +271,13 @@ impl Target for OciTarget {
     }
 
     async fn list_channels(&self) -> Result<Vec<String>> {
-        self.pull_auth().await;
-        let mut out = Vec::new();
-        let mut last: Option<String> = None;
-        loop {
-            let r = match self
-                .client
-                .list_tags(
-                    &self.by_tag("latest"),
-                    &self.auth,
-                    Some(TAG_PAGE),
-                    last.as_deref(),
-                )
-                .await
-            {
-                Ok(r) => r,
-                Err(e) if is_not_found(&e) => break,
-                Err(e) => return Err(self.err("list tags of", &self.repository, e)),
-            };
-            let n = r.tags.len();
-            last = r.tags.last().cloned();
-            out.extend(
-                r.tags
-                    .into_iter()
-                    .filter(|t| !t.starts_with(RESERVED_PREFIX) && validate_channel(t).is_ok()),
-            );
-            if n < TAG_PAGE {
-                break;
-            }
-        }
+        let mut out: Vec<String> = self
+            .client
+            .list_tags(TAG_PAGE)
+            .await?
+            .into_iter()
+            .filter(|t| !t.starts_with(RESERVED_PREFIX) && validate_channel(t).is_ok())
+            .collect();
         out.sort();
         out.dedup();
         Ok(out)
@@ -470,7 +294,6 @@ impl Target for OciTarget {
     }
 
     async fn put_blob(&self, digest: &Digest, size: u64, file: &Path) -> Result<()> {
-        self.for_push().await?;
         let bytes = tokio::fs::read(file)
             .await
             .map_err(Error::io("read", file))?;
@@ -481,10 +304,7 @@ impl Target for OciTarget {
                 source: std::io::Error::other("file size differs from the blob descriptor"),
             });
         }
-        self.client
-            .push_blob(&self.by_digest(digest), bytes, &digest.to_string())
-            .await
-            .map_err(|e| self.err("put blob", digest, e))?;
+        self.client.push_blob(digest, Bytes::from(bytes)).await?;
         // Verify: the registry now has it.
         if !self.has_blob(digest).await? {
             return Err(Error::NotFound {
@@ -496,13 +316,9 @@ impl Target for OciTarget {
     }
 
     async fn put_manifest(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
-        self.for_push().await?;
-        let ct = reqwest::header::HeaderValue::from_static(MEDIA_MANIFEST);
         self.client
-            .push_manifest_raw(&self.by_digest(digest), bytes, ct)
+            .put_manifest(&digest.to_string(), bytes, MEDIA_MANIFEST)
             .await
-            .map_err(|e| self.err("put manifest", digest, e))?;
-        Ok(())
     }
 
     async fn swap_channel(
@@ -512,7 +328,6 @@ impl Target for OciTarget {
         new: &ChannelRecord,
     ) -> Result<()> {
         validate_channel(channel)?;
-        self.for_push().await?;
         let conflict = |found: Option<Digest>| Error::ChannelConflict {
             target: self.name.clone(),
             channel: channel.to_string(),
@@ -524,11 +339,9 @@ impl Target for OciTarget {
             return Err(conflict(cur));
         }
         let bytes = self.get_manifest(&new.manifest).await?;
-        let ct = reqwest::header::HeaderValue::from_static(MEDIA_MANIFEST);
         self.client
-            .push_manifest_raw(&self.by_tag(channel), bytes, ct)
-            .await
-            .map_err(|e| self.err("move tag", channel, e))?;
+            .put_manifest(channel, bytes, MEDIA_MANIFEST)
+            .await?;
         // Detect a concurrent writer between our read and our write.
         let after = self.read_tag(channel).await?.map(|(_, d)| d);
         if after != Some(new.manifest) {
@@ -553,23 +366,16 @@ impl Target for OciTarget {
         if reg != self.registry || repo == self.repository {
             return Ok(false);
         }
-        self.for_push().await?;
-        let src = Reference::with_digest(reg.to_string(), repo.to_string(), digest.to_string());
-        match self
-            .client
-            .mount_blob(&self.by_digest(digest), &src, &digest.to_string())
-            .await
-        {
+        match self.client.mount_blob(digest, repo).await {
             // A registry may answer 202 (start an upload) instead of mounting: check.
-            Ok(()) => self.has_blob(digest).await,
-            Err(_) => Ok(false),
+            Ok(true) => self.has_blob(digest).await,
+            Ok(false) | Err(_) => Ok(false),
         }
     }
 
     async fn append_history(&self, event: &HistoryEvent) -> Result<()> {
         validate_channel(&event.channel)?;
         let tag = history_tag(&event.channel)?;
-        self.for_push().await?;
         for _ in 0..HISTORY_ATTEMPTS {
             let cur = self.read_history(&tag).await?;
             let (before, mut events) = match cur {
@@ -590,11 +396,9 @@ impl Target for OciTarget {
             if now != before {
                 continue;
             }
-            let ct = reqwest::header::HeaderValue::from_static(MEDIA_MANIFEST);
             self.client
-                .push_manifest_raw(&self.by_tag(&tag), manifest, ct)
-                .await
-                .map_err(|e| self.err("move tag", &tag, e))?;
+                .put_manifest(&tag, manifest, MEDIA_MANIFEST)
+                .await?;
             if self.read_tag(&tag).await?.map(|(_, d)| d) == Some(digest) {
                 return Ok(());
             }

@@ -36,7 +36,8 @@ pub fn retry_config() -> RetryConfig {
 }
 
 /// Open the target a URL names. Credentials and endpoints come from the environment (see
-/// [`crate::env`]); nothing here logs or returns a secret.
+/// [`crate::env`]); nothing here logs or returns a secret. Cloud clients are built by
+/// [`crate::net::SafeConnector`], so a signed request never follows a redirect to another host.
 pub fn open(url: &TargetUrl) -> Result<Arc<dyn Target>> {
     let name = url.to_string();
     let build_err = |e: object_store::Error| Error::Backend {
@@ -55,6 +56,7 @@ pub fn open(url: &TargetUrl) -> Result<Arc<dyn Target>> {
         TargetUrl::S3 { bucket, prefix } => cloud(
             &name,
             AmazonS3Builder::from_env()
+                .with_http_connector(crate::net::SafeConnector)
                 .with_bucket_name(bucket)
                 .with_retry(retry_config())
                 .build()
@@ -64,6 +66,7 @@ pub fn open(url: &TargetUrl) -> Result<Arc<dyn Target>> {
         TargetUrl::Gcs { bucket, prefix } => cloud(
             &name,
             GoogleCloudStorageBuilder::from_env()
+                .with_http_connector(crate::net::SafeConnector)
                 .with_bucket_name(bucket)
                 .with_retry(retry_config())
                 .build()
@@ -73,6 +76,7 @@ pub fn open(url: &TargetUrl) -> Result<Arc<dyn Target>> {
         TargetUrl::Azure { container, prefix } => cloud(
             &name,
             MicrosoftAzureBuilder::from_env()
+                .with_http_connector(crate::net::SafeConnector)
                 .with_container_name(container)
                 .with_retry(retry_config())
                 .build()

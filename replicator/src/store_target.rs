@@ -167,12 +167,30 @@ impl StoreTarget {
                     e_tag: r.meta.e_tag.clone(),
                     version: r.meta.version.clone(),
                 };
-                let b = r.bytes().await.map_err(|e| self.err(op, key, e))?;
+                let b = self
+                    .read_capped(r, crate::net::MAX_INDEX_JSON, op, key)
+                    .await?;
                 Ok(Some((b, v)))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.err(op, key, e)),
         }
+    }
+
+    /// Read a whole object of at most `max` bytes, refusing it as soon as it passes the cap
+    /// (its declared size first), through [`crate::net::collect`].
+    async fn read_capped(
+        &self,
+        r: object_store::GetResult,
+        max: u64,
+        op: &'static str,
+        key: &Path,
+    ) -> Result<Bytes> {
+        let declared = Some(r.meta.size);
+        let me = self.clone();
+        let k = key.clone();
+        let s = r.into_stream().map_err(move |e| me.err(op, &k, e));
+        crate::net::collect(s, max, declared, &self.name, key.as_ref()).await
     }
 
     fn parse_record(&self, key: &Path, bytes: &[u8]) -> Result<ChannelRecord> {
@@ -379,13 +397,9 @@ impl Target for StoreTarget {
             .get(&key)
             .await
             .map_err(|e| self.err("get manifest", format!("manifest {digest}"), e))?;
-        if r.meta.size > bundle::manifest::MAX_JSON_BYTES {
-            return Err(self.corrupt(format!("manifest {digest}"), "larger than 4 MiB"));
-        }
-        let b = r
-            .bytes()
-            .await
-            .map_err(|e| self.err("get manifest", digest, e))?;
+        let b = self
+            .read_capped(r, crate::net::MAX_MANIFEST, "get manifest", &key)
+            .await?;
         let b2 = b.clone();
         let found = crate::blocking::run(move || Digest::of(&b2)).await?;
         check_digest(self, &format!("manifest {digest}"), digest, &found)?;
@@ -432,17 +446,23 @@ impl Target for StoreTarget {
             Err(e) => return Err(self.err("list", &dir, e)),
         };
         let mut keys: Vec<Path> = l.objects.into_iter().map(|o| o.location).collect();
+        if keys.len() > crate::net::MAX_HISTORY_EVENTS {
+            return Err(self.corrupt(
+                &dir,
+                format!("more than {} events", crate::net::MAX_HISTORY_EVENTS),
+            ));
+        }
         keys.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
         let events: Vec<HistoryEvent> = futures::stream::iter(keys)
             .map(|k| async move {
-                let b = self
+                let r = self
                     .store
                     .get(&k)
                     .await
-                    .map_err(|e| self.err("read history", &k, e))?
-                    .bytes()
-                    .await
                     .map_err(|e| self.err("read history", &k, e))?;
+                let b = self
+                    .read_capped(r, crate::net::MAX_RECORD, "read history", &k)
+                    .await?;
                 serde_json::from_slice::<HistoryEvent>(&b).map_err(|e| self.corrupt(&k, e))
             })
             .buffered(8)

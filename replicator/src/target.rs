@@ -123,30 +123,22 @@ pub trait Target: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// Read a whole blob of at most `max` bytes and check its digest.
+/// Read a whole blob of at most `max` bytes into memory and check its digest. The cap is
+/// enforced while reading ([`crate::net::collect`]), and the stream is paced.
 pub async fn read_blob_verified(target: &dyn Target, digest: &Digest, max: u64) -> Result<Bytes> {
-    let mut s = target.get_blob(digest).await?;
-    let mut buf = Vec::new();
-    while let Some(chunk) = s.next().await {
-        let chunk = chunk?;
-        if (buf.len() + chunk.len()) as u64 > max {
-            return Err(Error::Corrupt {
-                target: target.name().to_string(),
-                what: format!("blob {digest}"),
-                reason: format!("larger than {max} bytes"),
-            });
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    let buf = Bytes::from(buf);
+    let s = target.get_blob(digest).await?;
+    let what = format!("blob {digest}");
+    let buf = crate::net::collect(s, max, None, target.name(), &what).await?;
     let b = buf.clone();
     let found = crate::blocking::run(move || Digest::of(&b)).await?;
-    check_digest(target, &format!("blob {digest}"), digest, &found)?;
+    check_digest(target, &what, digest, &found)?;
     Ok(buf)
 }
 
-/// Download a blob of `size` bytes to `dest` (created or truncated), checking size and digest.
-/// On a mismatch `dest` is removed.
+/// Download a blob of `size` bytes to `dest` (created or truncated), checking size and digest;
+/// the stream is cut as soon as it passes `size`, or runs slower than [`crate::net::Pace`]
+/// allows. On any failure `dest` is removed. A failure to write `dest` is an [`Error::Io`]
+/// ([`Error::is_local_io`]): the target is not to blame.
 pub async fn download_blob(
     target: &dyn Target,
     digest: &Digest,
@@ -154,7 +146,14 @@ pub async fn download_blob(
     dest: &Path,
 ) -> Result<()> {
     let res = async {
-        let mut s = target.get_blob(digest).await?;
+        let what = format!("blob {digest}");
+        let pace = crate::net::Pace::from_env()?;
+        let mut s = crate::net::paced(
+            target.get_blob(digest).await?,
+            pace,
+            target.name().to_string(),
+            what.clone(),
+        );
         let mut f = tokio::fs::File::create(dest)
             .await
             .map_err(Error::io("create", dest))?;
@@ -165,7 +164,7 @@ pub async fn download_blob(
             if n > size {
                 return Err(Error::Corrupt {
                     target: target.name().to_string(),
-                    what: format!("blob {digest}"),
+                    what,
                     reason: format!("longer than the {size} bytes its descriptor says"),
                 });
             }
@@ -177,12 +176,12 @@ pub async fn download_blob(
         if n != size {
             return Err(Error::Corrupt {
                 target: target.name().to_string(),
-                what: format!("blob {digest}"),
+                what,
                 reason: format!("{n} bytes, its descriptor says {size}"),
             });
         }
         let found = crate::blocking::hash_file(dest.to_path_buf()).await?;
-        check_digest(target, &format!("blob {digest}"), digest, &found)
+        check_digest(target, &what, digest, &found)
     }
     .await;
     if res.is_err() {

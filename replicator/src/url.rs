@@ -10,8 +10,9 @@
 //! | `file:///abs/path` | a local directory |
 //! | `http(s)://origin[/path]` | a static HTTP origin serving a directory target (read-only) |
 //!
-//! A URL never carries credentials: one with userinfo (`user:pass@`) is refused, and the error
-//! shows it redacted ([`redact`]). `Display` prints the canonical form, which is what logs,
+//! A URL never carries credentials: one with userinfo (`user:pass@`), a query or a fragment
+//! (where presigned signatures and tokens live) is refused, and the error shows it redacted
+//! ([`redact`]), never echoing the secret. `Display` prints the canonical form, which is what logs,
 //! errors and `status` show.
 
 use std::fmt;
@@ -84,16 +85,22 @@ impl TargetUrl {
     }
 }
 
-/// The URL with any userinfo replaced by `***`, for messages. Works on strings that do not parse.
+/// The URL fit for a message: any userinfo replaced by `***`, and any query or fragment by `?***`
+/// (a presigned URL's signature, a SAS `sig=`, a `?token=` live there). Works on strings that do
+/// not parse, so a refused URL can be named without echoing its secret.
 pub fn redact(raw: &str) -> String {
     let (scheme, rest) = match raw.find("://") {
         Some(i) => (&raw[..i + 3], &raw[i + 3..]),
         None => ("", raw),
     };
     let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..auth_end].rfind('@') {
-        Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
-        None => raw.to_string(),
+    let rest = match rest[..auth_end].rfind('@') {
+        Some(at) => format!("***@{}", &rest[at + 1..]),
+        None => rest.to_string(),
+    };
+    match rest.find(['?', '#']) {
+        Some(cut) => format!("{scheme}{}?***", &rest[..cut]),
+        None => format!("{scheme}{rest}"),
     }
 }
 
@@ -304,6 +311,27 @@ mod tests {
         assert!(e.contains("credentials"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
         assert_eq!(redact("s3://AKIA:secret@b/p"), "s3://***@b/p".to_string());
+    }
+
+    #[test]
+    fn refuses_queries_and_fragments_without_echoing_them() {
+        for raw in [
+            "https://cdn.example/site?token=SECRET1",
+            "s3://bucket/p?X-Amz-Signature=SECRET1&X-Amz-Credential=AKIA",
+            "az://c/p?sv=2020&sig=SECRET1",
+            "oci://r.example/a?access_token=SECRET1",
+            "https://h.example/p#SECRET1",
+            "https://u:SECRET1@h.example/p?SECRET1",
+            "notascheme://x@y/p?SECRET1",
+            "htp:/broken?SECRET1",
+        ] {
+            let e = raw.parse::<TargetUrl>().err().map(|e| e.to_string());
+            let e = e.unwrap_or_else(|| panic!("{raw} accepted"));
+            assert!(!e.contains("SECRET1"), "{raw}: {e}");
+            assert!(!redact(raw).contains("SECRET1"), "{raw}: {}", redact(raw));
+        }
+        assert_eq!(redact("https://h/p?a=b#c"), "https://h/p?***");
+        assert_eq!(redact("https://h/p"), "https://h/p");
     }
 
     #[test]

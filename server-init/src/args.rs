@@ -15,8 +15,8 @@ pub const SITEBUNDLE_DIGEST: &str = "SITEBUNDLE_DIGEST";
 pub const SITEBUNDLE_CHANNEL: &str = "SITEBUNDLE_CHANNEL";
 /// Installation directory.
 pub const SITEBUNDLE_DEST: &str = "SITEBUNDLE_DEST";
-/// Per-origin timeout.
-pub const SITEBUNDLE_TIMEOUT: &str = "SITEBUNDLE_TIMEOUT";
+/// Per-origin timeout (the same variable `sitebundle pull` reads).
+pub const SITEBUNDLE_TIMEOUT: &str = replicator::env::SITEBUNDLE_TIMEOUT;
 /// Per-origin connect timeout.
 pub const SITEBUNDLE_CONNECT_TIMEOUT: &str = "SITEBUNDLE_CONNECT_TIMEOUT";
 /// `text` or `json`.
@@ -27,13 +27,16 @@ pub const SITEBUNDLE_SYNC: &str = "SITEBUNDLE_SYNC";
 pub const SITEBUNDLE_INTERVAL: &str = "SITEBUNDLE_INTERVAL";
 /// Sync mode: where the status file is written.
 pub const SITEBUNDLE_STATUS_FILE: &str = "SITEBUNDLE_STATUS_FILE";
+/// Longest wait for another installer's DEST lock.
+pub const SITEBUNDLE_LOCK_TIMEOUT: &str = "SITEBUNDLE_LOCK_TIMEOUT";
 
 /// Fetch a site bundle by digest from the first healthy origin, verify every byte, and install
 /// it atomically under DEST (nginx serves DEST/current).
 ///
 /// Exit codes: 0 installed or already installed; 1 usage or configuration error; 2 every origin
 /// failed (down, slow, missing the bundle); 3 integrity (bytes did not match their digest on
-/// every origin that answered, or the bundle breaks a format rule); 4 local error writing DEST.
+/// every origin that answered, or the bundle breaks a format rule); 4 local error (DEST not
+/// writable, disk full, I/O error, DEST/current not a symlink, lock not obtained in time).
 /// On any failure DEST is as it was.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sitebundle-init", version, max_term_width = 100)]
@@ -65,6 +68,11 @@ pub struct Args {
     #[arg(long, env = SITEBUNDLE_CONNECT_TIMEOUT, default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
+    /// Longest wait for another installer holding DEST's lock (it is logged, with who holds
+    /// it); then exit 4.
+    #[arg(long, env = SITEBUNDLE_LOCK_TIMEOUT, default_value = "10m", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
+
     /// Log format: one line per step on stderr.
     #[arg(long, env = SITEBUNDLE_LOG_FORMAT, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -92,25 +100,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Parse `90`, `90s`, `500ms`, `5m`, `1h` into a duration.
+/// Parse `90`, `90s`, `500ms`, `5m`, `1h` into a duration ([`replicator::env::parse_duration`]).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number with an optional unit (ms, s, m, h)"))?;
-    let d = match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    if d.is_zero() {
-        return Err(format!("{s:?}: must be more than zero"));
-    }
-    Ok(d)
+    replicator::env::parse_duration(s)
 }
 
 #[cfg(test)]

@@ -85,6 +85,50 @@ pub enum InitError {
         #[source]
         source: std::io::Error,
     },
+    /// Another installer held DEST's lock for longer than the wait allowed.
+    #[error("{} is held by {holder}; gave up after waiting {waited:?} (--lock-timeout)", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it, as far as known.
+        holder: String,
+        /// How long we waited.
+        waited: std::time::Duration,
+    },
+    /// DEST holds something sitebundle-init must not replace (e.g. `current` is a directory).
+    #[error("{}: {reason}; nothing was changed", path.display())]
+    DestLayout {
+        /// The offending path.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// DEST cannot be written, and what was asked needs a write.
+    #[error("DEST {} is not writable: {reason}", path.display())]
+    ReadOnlyDest {
+        /// DEST.
+        path: PathBuf,
+        /// Why, and what could not be done.
+        reason: String,
+    },
+    /// Writing fetched blobs into DEST's staging store failed (disk full, I/O error,
+    /// permissions): a local problem, so no other origin is tried.
+    #[error("writing {what} into the staging store failed (a local problem, not the origin's)")]
+    Staging {
+        /// What was being staged.
+        what: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The run failed, and undoing what it did to DEST failed too.
+    #[error("DEST could not be fully restored ({}) after this failure", leftovers.join("; "))]
+    NotRestored {
+        /// The failure.
+        source: Box<InitError>,
+        /// What could not be undone.
+        leftovers: Vec<String>,
+    },
     /// The bundle library failed on a local operation (not an integrity problem).
     #[error("installing {digest}")]
     Bundle {
@@ -120,13 +164,27 @@ impl InitError {
                 }
             }
             InitError::Integrity { .. } => ExitStatus::Integrity,
-            InitError::Local { .. } | InitError::Bundle { .. } => ExitStatus::Local,
+            InitError::Local { .. }
+            | InitError::Bundle { .. }
+            | InitError::Locked { .. }
+            | InitError::DestLayout { .. }
+            | InitError::ReadOnlyDest { .. }
+            | InitError::Staging { .. } => ExitStatus::Local,
+            InitError::NotRestored { source, .. } => source.exit_status(),
         }
     }
 
-    /// Wrap a bundle-library error about `digest`, classifying it.
+    /// True when DEST is as it was before the run (every failure but [`InitError::NotRestored`]).
+    pub fn dest_unchanged(&self) -> bool {
+        !matches!(self, InitError::NotRestored { .. })
+    }
+
+    /// Wrap a bundle-library error about `digest`, classifying it: a local I/O error (disk
+    /// full, EIO, EACCES) is local, whatever else failed an integrity check or a format rule.
     pub fn from_bundle(digest: Digest, source: bundle::Error) -> InitError {
-        if source.is_integrity() || matches!(source, bundle::Error::InvalidPath { .. }) {
+        if is_local_io(&source) {
+            InitError::Bundle { digest, source }
+        } else if source.is_integrity() || matches!(source, bundle::Error::InvalidPath { .. }) {
             InitError::Integrity { digest, source }
         } else {
             InitError::Bundle { digest, source }
@@ -141,6 +199,11 @@ impl InitError {
         let path = path.into();
         move |source| InitError::Local { op, path, source }
     }
+}
+
+/// True when a bundle-library error is a local file-system failure (not the data's fault).
+pub fn is_local_io(e: &bundle::Error) -> bool {
+    matches!(e, bundle::Error::Io { .. })
 }
 
 /// Result alias.

@@ -6,9 +6,14 @@
 //! 2. the config and every layer blob the staging store does not hold yet are streamed into the
 //!    staging store ([`bundle::Store`]), hashed while written; a blob file gets its digest name
 //!    only once its bytes match ([`bundle::store::BlobWriter::finish_verified`]);
-//! 3. any failure (connect timeout, a read that stalls, the origin's overall deadline, a missing
-//!    object, bytes that do not match) ends that origin's turn with a logged reason, and the next
-//!    origin continues: blobs already verified are kept, so it only fetches what is missing.
+//! 3. any failure of the origin (connect timeout, a read that stalls or runs below the minimum
+//!    rate, the origin's overall deadline, an answer above its size cap, a refused redirect, a
+//!    missing object, bytes that do not match) ends that origin's turn with a logged reason, and
+//!    the next origin continues: blobs already verified are kept, so it only fetches what is
+//!    missing;
+//! 4. a **local** failure (disk full, I/O error, permission denied while staging) stops the
+//!    whole fetch at once: no other origin can help, and none is blamed ([`InitError::Staging`],
+//!    exit 4).
 //!
 //! Nothing here makes anything visible: [`crate::install`] does, after [`bundle::extract()`] has
 //! checked every file against the index.
@@ -43,6 +48,8 @@ pub struct Timeouts {
     pub total: Duration,
     /// Each request's answer, and each read's progress.
     pub io: Duration,
+    /// How long to wait for another installer's DEST lock.
+    pub lock: Duration,
 }
 
 /// What was fetched.
@@ -63,23 +70,49 @@ pub struct Fetched {
 struct OriginFailure {
     reason: String,
     integrity: bool,
+    /// A local failure: stop, do not try another origin.
+    local: Option<InitError>,
 }
 
 impl From<replicator::Error> for OriginFailure {
     fn from(e: replicator::Error) -> Self {
+        if e.is_local_io() {
+            return local_failure("a blob", e);
+        }
         OriginFailure {
             integrity: e.is_integrity(),
             reason: chain(&e),
+            local: None,
         }
     }
 }
 
 impl From<bundle::Error> for OriginFailure {
     fn from(e: bundle::Error) -> Self {
+        if crate::error::is_local_io(&e) {
+            return local_failure("a blob", e);
+        }
         OriginFailure {
             integrity: e.is_integrity(),
             reason: chain(&e),
+            local: None,
         }
+    }
+}
+
+/// A failure of the staging store (ours, not the origin's).
+fn local_failure(
+    what: &str,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+) -> OriginFailure {
+    let e = InitError::Staging {
+        what: what.to_string(),
+        source: e.into(),
+    };
+    OriginFailure {
+        reason: chain(&e),
+        integrity: false,
+        local: Some(e),
     }
 }
 
@@ -87,6 +120,7 @@ fn timed_out(what: &str, d: Duration) -> OriginFailure {
     OriginFailure {
         reason: format!("{what}: no answer within {d:?}"),
         integrity: false,
+        local: None,
     }
 }
 
@@ -143,6 +177,15 @@ pub async fn fetch(
                     blobs,
                     bytes,
                 });
+            }
+            Ok(Err(OriginFailure { local: Some(e), .. })) => {
+                tracing::error!(
+                    origin = %o.name,
+                    digest = %want,
+                    error = %chain(&e),
+                    "local failure while staging: not the origin's fault; no other origin is tried"
+                );
+                return Err(e);
             }
             Ok(Err(f)) => f,
             Err(_) => timed_out("whole fetch", t.total),
@@ -211,6 +254,7 @@ async fn resolve_on(
                 "{want} not found (neither a manifest nor the bundle id of a channel here)"
             ),
             integrity: false,
+            local: None,
         }),
     }
 }
@@ -223,7 +267,9 @@ async fn fetch_from(
 ) -> std::result::Result<(Digest, usize, u64), OriginFailure> {
     let manifest = &resolve_on(o, want, t).await?;
     let bytes = if store.has_blob(manifest) {
-        store.read_blob(manifest, bundle::manifest::MAX_JSON_BYTES)?
+        store
+            .read_blob(manifest, bundle::manifest::MAX_JSON_BYTES)
+            .map_err(|e| local_failure("the staged manifest", e))?
     } else {
         let b = tokio::time::timeout(t.io, o.target.get_manifest(manifest))
             .await
@@ -251,6 +297,19 @@ async fn fetch_from(
         }
         .into());
     }
+    // The config is read whole into memory later: refuse an oversized one before fetching it.
+    if m.config.size > replicator::net::MAX_CONFIG {
+        return Err(OriginFailure {
+            reason: format!(
+                "manifest {manifest}: its config descriptor declares {} bytes, above the {} a \
+                 config may have",
+                m.config.size,
+                replicator::net::MAX_CONFIG
+            ),
+            integrity: true,
+            local: None,
+        });
+    }
     let mut wanted: Vec<(Digest, u64)> = vec![(m.config.digest, m.config.size)];
     wanted.extend(m.layers.iter().map(|l| (l.digest, l.size)));
     wanted.retain(|(d, _)| !store.has_blob(d));
@@ -262,7 +321,9 @@ async fn fetch_from(
         .try_fold(0u64, |acc, b| async move { Ok(acc + b) })
         .await?;
     // The manifest goes in last: a staged manifest means every blob was staged before it.
-    store.put_blob(&bytes)?;
+    store
+        .put_blob(&bytes)
+        .map_err(|e| local_failure("the manifest", e))?;
     Ok((*manifest, n, total))
 }
 
@@ -274,10 +335,13 @@ async fn fetch_blob(
     t: Timeouts,
 ) -> std::result::Result<u64, OriginFailure> {
     let what = format!("blob {digest}");
-    let mut s = tokio::time::timeout(t.io, o.target.get_blob(&digest))
+    let s = tokio::time::timeout(t.io, o.target.get_blob(&digest))
         .await
         .map_err(|_| timed_out(&what, t.io))??;
-    let mut w = store.blob_writer()?;
+    // Slower than the minimum rate over a window: cut (the overall deadline bounds the rest).
+    let pace = replicator::net::Pace::from_env()?;
+    let mut s = replicator::net::paced(s, pace, o.name.clone(), what.clone());
+    let mut w = store.blob_writer().map_err(|e| local_failure(&what, e))?;
     let mut n = 0u64;
     loop {
         let chunk = tokio::time::timeout(t.io, s.next())
@@ -290,20 +354,21 @@ async fn fetch_blob(
             return Err(OriginFailure {
                 reason: format!("{what}: longer than the {size} bytes the manifest says"),
                 integrity: true,
+                local: None,
             });
         }
-        w.write_all(&chunk).map_err(|e| OriginFailure {
-            reason: format!("write staged {what}: {e}"),
-            integrity: false,
-        })?;
+        w.write_all(&chunk)
+            .map_err(|e| local_failure(&what, bundle::Error::io("write", store.root())(e)))?;
     }
     if n != size {
         return Err(OriginFailure {
             reason: format!("{what}: {n} bytes, the manifest says {size}"),
             integrity: true,
+            local: None,
         });
     }
     // Hashing happened while writing; finishing renames the file to its digest if it matches.
+    // A digest mismatch is the origin's; a failure to flush or rename is ours.
     w.finish_verified(&digest, &what)?;
     tracing::debug!(origin = %o.name, blob = %digest, size, "blob staged");
     Ok(n)

@@ -28,7 +28,11 @@ fn main() -> ExitCode {
         Ok(code) => code.into(),
         Err(e) => {
             let code = e.exit_status();
-            tracing::error!(code = code as u8, error = %chain(&e), hint = hint(&e), "failed; DEST is unchanged");
+            if e.dest_unchanged() {
+                tracing::error!(code = code as u8, error = %chain(&e), hint = hint(&e), "failed; DEST is unchanged");
+            } else {
+                tracing::error!(code = code as u8, error = %chain(&e), hint = hint(&e), "failed; DEST could not be fully restored (see the error)");
+            }
             code.into()
         }
     }
@@ -38,7 +42,10 @@ async fn dispatch(args: Args) -> Result<ExitStatus, InitError> {
     let timeouts = Timeouts {
         total: args.timeout,
         io: args.connect_timeout,
+        lock: args.lock_timeout,
     };
+    // Refuse bad rate settings before touching anything.
+    replicator::net::Pace::from_env().map_err(|e| InitError::Usage(chain(&e)))?;
     if let Some(config) = &args.sync {
         return sync::run(
             config,
@@ -94,7 +101,9 @@ fn hint(e: &InitError) -> &'static str {
         ExitStatus::Integrity => {
             "an origin served bytes that do not match the digest: re-push the bundle there, and check what sits between you and it"
         }
-        ExitStatus::Local => "check that DEST is writable by this user and has free space",
+        ExitStatus::Local => {
+            "a local problem (not the origins'): check that DEST is writable by this user, has free space, and that DEST/current is sitebundle-init's symlink"
+        }
         ExitStatus::Ok => "",
     }
 }

@@ -102,14 +102,17 @@ fn already_installed(
         return Ok(None);
     };
     let a = dest.activate(&id)?;
-    // Staging left by a run killed after its extract is of no use now.
-    dest.drop_other_staging(None);
     if a.changed {
         tracing::info!(id = %id, previous = %show(a.previous), "current swapped to installed tree");
+    } else if dest.read_only().is_some() {
+        tracing::info!(id = %id, "already installed and current (DEST is read-only); nothing to do");
     } else {
         tracing::info!(id = %id, "already installed and current; nothing to do");
     }
-    // Also finishes the pruning of a run killed after its swap.
+    dest.commit();
+    // A success: now (only now) the leftovers of killed runs go, and the pruning of a run
+    // killed after its swap is finished.
+    dest.drop_other_staging(None);
     dest.prune();
     Ok(Some(Outcome {
         id,
@@ -121,15 +124,36 @@ fn already_installed(
 }
 
 /// Install one site as asked. DEST stays locked for the whole run, so two installers on one
-/// DEST (a sync sidecar and a manual run) never see each other's staging.
+/// DEST (a sync sidecar and a manual run) never see each other's staging. On failure, what the
+/// run did to DEST is undone ([`Dest::rollback`]).
 pub async fn install_one(req: Request) -> Result<Outcome> {
-    let dd = req.dest.clone();
-    let dest = Arc::new(blocking(move || Dest::open(&dd)).await?);
+    let (dd, wait) = (req.dest.clone(), req.timeouts.lock);
+    let dest = Arc::new(blocking(move || Dest::open(&dd, wait)).await?);
+    match install_locked(&req, dest.clone()).await {
+        Ok(o) => Ok(o),
+        Err(e) => {
+            let d = dest.clone();
+            let e = blocking(move || Ok(d.rollback(e)))
+                .await
+                .unwrap_or_else(|e| e);
+            drop(dest);
+            Err(e)
+        }
+    }
+}
+
+async fn install_locked(req: &Request, dest: Arc<Dest>) -> Result<Outcome> {
     if let Want::Digest(d) = &req.want {
         let (d, dest) = (*d, dest.clone());
         if let Some(o) = blocking(move || already_installed(&dest, &d, None)).await? {
             return Ok(o);
         }
+    }
+    if let (Some(reason), Want::Digest(d)) = (dest.read_only(), &req.want) {
+        return Err(InitError::ReadOnlyDest {
+            path: req.dest.clone(),
+            reason: format!("{d} is not installed there, and nothing can be written: {reason}"),
+        });
     }
     let origins = open_origins(&req.origins)?;
     let (manifest, expected_id) = match &req.want {
@@ -140,30 +164,23 @@ pub async fn install_one(req: Request) -> Result<Outcome> {
             if let Some(o) = blocking(move || already_installed(&d, &m, Some(m))).await? {
                 return Ok(o);
             }
+            if let Some(reason) = dest.read_only() {
+                return Err(InitError::ReadOnlyDest {
+                    path: req.dest.clone(),
+                    reason: format!(
+                        "channel {c} names {m}, which is not installed there, and nothing can be \
+                         written: {reason}"
+                    ),
+                });
+            }
             (m, Some(id))
         }
     };
     // Staging is keyed by what was asked, so a re-run after a kill resumes in the same store.
     let key = manifest;
     let d = dest.clone();
-    let store = blocking(move || {
-        d.drop_other_staging(Some(&key));
-        d.staging_store(&key)
-    })
-    .await?;
-    let fetched = match fetch::fetch(&origins, &key, &store, req.timeouts).await {
-        Ok(f) => f,
-        Err(e) => {
-            // Leave DEST as it was: no staging left behind by a failed run.
-            let d = dest.clone();
-            blocking(move || {
-                d.drop_staging(&key);
-                Ok(())
-            })
-            .await?;
-            return Err(e);
-        }
-    };
+    let store = blocking(move || d.staging_store(&key)).await?;
+    let fetched = fetch::fetch(&origins, &key, &store, req.timeouts).await?;
     let origin = fetched.origin.clone();
     let manifest = fetched.manifest;
     // A pinned digest that was not a manifest digest was a bundle id: the install must be it.
@@ -171,24 +188,19 @@ pub async fn install_one(req: Request) -> Result<Outcome> {
     blocking(move || {
         pause_point("fetched");
         let started = std::time::Instant::now();
-        let id = match dest.install(&store, &manifest, expected_id.as_ref(), &bundle::NoProgress) {
-            Ok(id) => id,
-            Err(e) => {
-                // DEST as it was (and the space back, if the disk was full).
-                dest.drop_staging(&key);
-                return Err(e);
-            }
-        };
+        let id = dest.install(&store, &manifest, expected_id.as_ref(), &bundle::NoProgress)?;
         tracing::info!(id = %id, manifest = %manifest, ms = started.elapsed().as_millis() as u64, "extracted and verified");
         pause_point("extracted");
         let a = dest.activate(&id)?;
         tracing::info!(id = %id, previous = %show(a.previous), link = %dest.root().join(install::CURRENT).display(), "current swapped");
         pause_point("current-swapped");
+        dest.commit();
         let pruned = dest.prune();
         if !pruned.is_empty() {
             tracing::info!(removed = %pruned.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","), "pruned old trees");
         }
         dest.drop_staging(&key);
+        dest.drop_other_staging(None);
         Ok(Outcome {
             id,
             manifest: Some(manifest),

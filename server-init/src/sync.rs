@@ -82,13 +82,32 @@ pub struct SiteStatus {
 pub struct Status {
     /// When the pass ended (RFC 3339).
     pub updated_at: String,
-    /// All sites succeeded.
+    /// All sites succeeded (and the config was read).
     pub ok: bool,
+    /// The config could not be read at this pass: the last good one was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
     /// Per site.
     pub sites: BTreeMap<String, SiteStatus>,
 }
 
 impl SyncConfig {
+    /// Read and check a config file, and that no site's directory under `root` would be the
+    /// status file.
+    pub fn load_for(path: &Path, root: &Path, status_file: &Path) -> Result<SyncConfig> {
+        let c = SyncConfig::load(path)?;
+        for name in c.sites.keys() {
+            if root.join(name) == status_file {
+                return Err(InitError::Usage(format!(
+                    "sync config {}: site {name} would be the status file {}",
+                    path.display(),
+                    status_file.display()
+                )));
+            }
+        }
+        Ok(c)
+    }
+
     /// Read and check a config file.
     pub fn load(path: &Path) -> Result<SyncConfig> {
         let text = std::fs::read_to_string(path)
@@ -96,7 +115,9 @@ impl SyncConfig {
         let c: SyncConfig = toml::from_str(&text)
             .map_err(|e| InitError::Usage(format!("sync config {}: {e}", path.display())))?;
         for (name, s) in &c.sites {
-            check_site_name(name)?;
+            check_site_name(name).map_err(|e| {
+                InitError::Usage(format!("sync config {}: {}", path.display(), chain(&e)))
+            })?;
             match (&s.channel, &s.digest) {
                 (Some(_), Some(_)) | (None, None) => {
                     return Err(InitError::Usage(format!(
@@ -148,7 +169,18 @@ impl SyncConfig {
     }
 }
 
-/// A site name becomes a directory name: `[a-z0-9][a-z0-9._-]*`, at most 63 characters.
+/// Names a site may not have: the sync root's own status file, and the names a DEST uses for
+/// itself (a site directory must never be mistaken for, or collide with, one of them).
+pub const RESERVED_SITE_NAMES: &[&str] = &[
+    "status.json",
+    crate::install::CURRENT,
+    crate::install::PREVIOUS,
+    "lost+found",
+];
+
+/// A site name becomes a directory name under the sync root: `[a-z0-9][a-z0-9._-]*`, at most 63
+/// characters (so no path separator, no `.`/`..`, no hidden name such as `.lock`, `.meta` or a
+/// `.staging-*`), and none of [`RESERVED_SITE_NAMES`], nor a 64-hex tree name.
 fn check_site_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
@@ -156,13 +188,21 @@ fn check_site_name(name: &str) -> Result<()> {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(InitError::Usage(format!(
-            "site name {name:?}: use lowercase letters, digits, . _ - (it becomes a directory name)"
-        )))
+    if !ok {
+        return Err(InitError::Usage(format!(
+            "site name {name:?}: use lowercase letters, digits, . _ - starting with a letter or \
+             digit, at most 63 characters (it becomes a directory name)"
+        )));
     }
+    let tree_like = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+    if RESERVED_SITE_NAMES.contains(&name) || tree_like {
+        return Err(InitError::Usage(format!(
+            "site name {name:?} collides with a name the sync root or a DEST uses for itself \
+             ({}, or a 64-hex tree name): choose another",
+            RESERVED_SITE_NAMES.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// Run one pass over every site; returns the status and the exit status of the pass.
@@ -216,6 +256,7 @@ pub async fn pass(
     let status = Status {
         updated_at: replicator::channel::now_rfc3339(),
         ok: worst == ExitStatus::Ok,
+        config_error: None,
         sites,
     };
     (status, worst)
@@ -240,6 +281,12 @@ pub fn write_status(path: &Path, status: &Status) -> Result<()> {
 }
 
 /// Sync mode: one pass, or a pass every `interval` until SIGTERM / SIGINT.
+///
+/// The config is read again at every pass (a ConfigMap update takes effect without a restart).
+/// Under `interval`, a config that no longer reads (a typo, a refused site name) does not end
+/// the loop: the last good config is used, the error is logged and put in the status file
+/// (`config_error`), and the next pass reads it again. Without a good config yet (the first
+/// read), it is a usage error (exit 1).
 pub async fn run(
     config_path: &Path,
     root: &Path,
@@ -251,12 +298,36 @@ pub async fn run(
     let mut last = Status {
         updated_at: String::new(),
         ok: true,
+        config_error: None,
         sites: BTreeMap::new(),
     };
+    let mut good: Option<SyncConfig> = None;
     loop {
-        // Re-read each pass: a ConfigMap update takes effect without a restart.
-        let config = SyncConfig::load(config_path)?;
-        let (status, code) = pass(&config, root, timeouts, &last).await;
+        let (config, config_error) = match SyncConfig::load_for(config_path, root, &status_path) {
+            Ok(c) => {
+                good = Some(c.clone());
+                (c, None)
+            }
+            Err(e) => match (&good, interval) {
+                (Some(g), Some(_)) => {
+                    tracing::error!(
+                        config = %config_path.display(),
+                        error = %chain(&e),
+                        "sync config unreadable: keeping the last good one, reading it again next pass"
+                    );
+                    (g.clone(), Some(chain(&e)))
+                }
+                _ => return Err(e),
+            },
+        };
+        let (mut status, mut code) = pass(&config, root, timeouts, &last).await;
+        if let Some(err) = config_error {
+            status.ok = false;
+            status.config_error = Some(err);
+            if code == ExitStatus::Ok {
+                code = ExitStatus::Usage;
+            }
+        }
         write_status(&status_path, &status)?;
         tracing::info!(
             sites = status.sites.len(),
@@ -318,6 +389,7 @@ origins = ["https://o/docs"]
         let t2 = Timeouts {
             total: Duration::from_secs(1),
             io: Duration::from_secs(1),
+            lock: Duration::from_secs(1),
         };
         let r = c.request("blog", Path::new("/sites"), t2).unwrap();
         assert_eq!(r.origins, ["oci://reg/sites/blog", "s3://b/blog"]);
@@ -336,6 +408,15 @@ origins = ["https://o/docs"]
             "origins=['x']\n[sites.'../x']\nchannel='p'\n",
             "[sites.a]\nchannel='p'\n",
             "origins=['x']\n[sites.a]\nchannel='p'\ndigest='sha256:00'\n",
+            "origins=['x']\n[sites.'status.json']\nchannel='p'\n",
+            "origins=['x']\n[sites.current]\nchannel='p'\n",
+            "origins=['x']\n[sites.previous]\nchannel='p'\n",
+            "origins=['x']\n[sites.'.lock']\nchannel='p'\n",
+            "origins=['x']\n[sites.'.staging-x']\nchannel='p'\n",
+            "origins=['x']\n[sites.'..']\nchannel='p'\n",
+            "origins=['x']\n[sites.'.']\nchannel='p'\n",
+            "origins=['x']\n[sites.'a/b']\nchannel='p'\n",
+            "origins=['x']\n[sites.'.hidden']\nchannel='p'\n",
         ] {
             std::fs::write(&p, bad).unwrap();
             assert!(SyncConfig::load(&p).is_err(), "{bad}");

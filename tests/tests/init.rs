@@ -6,18 +6,25 @@
 //! object_store's writes, by uploading a directory target's files through its JSON API; for the
 //! nginx origin, by copying a directory target under its root). The only fault injected by hand
 //! is a corrupted blob in a directory we own, which a real server then serves as-is.
+//!
+//! Issue 8 (hostile origins, DEST hygiene) adds the `issue_8_*` tests at the end: real nginx
+//! instances for redirects, Basic challenges, token realms, rate limits and TLS; a loopback fake
+//! only for an endless body (see `repl_support::fault_proxy::EndlessOrigin`); small tmpfs and
+//! read-only bind mounts for disk-full and read-only DESTs; peak memory from `wait4`.
+
+mod common;
+mod repl_support;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bundle::manifest::Manifest;
-use bundle::{BuildOptions, BuildReport, Digest, FileHash, NoProgress, Store};
+use bundle::{BuildOptions, BuildReport, Digest, NoProgress, Store};
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::{BackoffConfig, RetryConfig};
@@ -351,46 +358,22 @@ fn code(o: &Output) -> i32 {
 // ---------------------------------------------------------------------------------------------
 // Checking DEST
 
-/// Every entry under `root` (not following symlinks): kind, mode, content hash or link target.
+/// Every entry under `root` (not following symlinks): kind, mode, size, content hash or link
+/// target ([`common::listing`], the shared "byte-for-byte as before" helper).
 fn snapshot(root: &Path) -> BTreeMap<String, String> {
-    fn go(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let Ok(rd) = fs::read_dir(dir) else { return };
-        for e in rd.flatten() {
-            let p = e.path();
-            let rel = p
-                .strip_prefix(root)
-                .expect("prefix")
-                .to_string_lossy()
-                .into_owned();
-            let m = fs::symlink_metadata(&p).expect("stat");
-            let v = if m.file_type().is_symlink() {
-                format!("l {}", fs::read_link(&p).expect("readlink").display())
-            } else if m.is_dir() {
-                go(root, &p, out);
-                format!("d {:o}", m.permissions().mode() & 0o7777)
-            } else {
-                format!(
-                    "f {:o} {}",
-                    m.permissions().mode() & 0o7777,
-                    FileHash::of(&fs::read(&p).expect("read")).hex()
-                )
-            };
-            out.insert(rel, v);
-        }
-    }
-    let mut out = BTreeMap::new();
-    go(root, root, &mut out);
-    out
+    common::listing(root)
 }
 
 /// Content of a served tree: files (hash, executable bit), dirs, symlinks.
 fn site_tree(root: &Path) -> BTreeMap<String, String> {
     snapshot(root)
         .into_iter()
+        .filter(|(k, _)| k != ".")
         .map(|(k, v)| {
             let v = match v.split_once(' ') {
                 Some(("f", rest)) => {
-                    let (mode, hash) = rest.split_once(' ').expect("mode hash");
+                    let mut it = rest.split(' ');
+                    let (mode, hash) = (it.next().expect("mode"), it.nth(1).expect("hash"));
                     let exec = u32::from_str_radix(mode, 8).expect("octal") & 0o111 != 0;
                     format!("f {exec} {hash}")
                 }
@@ -978,10 +961,46 @@ fn path_traversal_bundles_are_refused() {
     }
 }
 
-#[test]
-fn runs_as_non_root_user() {
+fn is_root() -> bool {
     let euid = String::from_utf8(Command::new("id").arg("-u").output().expect("id -u").stdout)
         .expect("utf8");
+    euid.trim() == "0"
+}
+
+/// `c` run as nobody (65534) when we are root: same program (copied under `work`, where nobody
+/// can reach it: the build directory may sit under a home that is not), arguments and
+/// environment, under setpriv. Unchanged otherwise.
+fn as_nobody(c: Command, work: &Path) -> Command {
+    if !is_root() {
+        return c;
+    }
+    let bin = work.join("sitebundle-init");
+    if !bin.exists() {
+        fs::copy(c.get_program(), &bin).expect("copy binary");
+    }
+    let mut wrapped = Command::new("setpriv");
+    wrapped.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    wrapped.arg(&bin).args(c.get_args()).current_dir(work);
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    wrapped
+}
+
+fn chown_nobody(p: &Path) {
+    let st = Command::new("chown")
+        .args(["65534:65534"])
+        .arg(p)
+        .status()
+        .expect("chown");
+    assert!(st.success());
+}
+
+#[test]
+fn runs_as_non_root_user() {
     let f = fx();
     let (_t, dir) = dir_origin();
     let work = tempfile::tempdir().expect("tempdir");
@@ -990,36 +1009,12 @@ fn runs_as_non_root_user() {
     fs::create_dir(&dest).expect("mkdir");
     let mut c = init_cmd(&dest, &[file_url(&dir)]);
     c.args(["--digest", &f.v1.manifest.to_string()]);
-    let mut c = if euid.trim() == "0" {
-        let st = Command::new("chown")
-            .args(["65534:65534"])
-            .arg(&dest)
-            .status()
-            .expect("chown");
-        assert!(st.success());
-        // Same program (copied where nobody can reach it: the build directory may sit under a
-        // home that is not), arguments and environment, under setpriv as nobody.
-        let bin = work.path().join("sitebundle-init");
-        fs::copy(c.get_program(), &bin).expect("copy binary");
-        let mut wrapped = Command::new("setpriv");
-        wrapped.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
-        wrapped
-            .arg(&bin)
-            .args(c.get_args())
-            .current_dir(work.path());
-        for (k, v) in c.get_envs() {
-            match v {
-                Some(v) => wrapped.env(k, v),
-                None => wrapped.env_remove(k),
-            };
-        }
-        wrapped
-    } else {
-        c
-    };
-    ok(run(&mut c));
+    if is_root() {
+        chown_nobody(&dest);
+    }
+    ok(run(&mut as_nobody(c, work.path())));
     assert_serves(&dest, &f.v1, "v1");
-    if euid.trim() == "0" {
+    if is_root() {
         use std::os::unix::fs::MetadataExt;
         let m = fs::metadata(dest.join("current/index.html")).expect("stat");
         assert_eq!(
@@ -1189,4 +1184,1074 @@ use testkit::craft::{
 
 fn craft(store: &Store, index: &[u8], tars: &[Vec<u8>]) -> Digest {
     testkit::craft::craft(store, index, tars).manifest
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 8: hostile origins and DEST hygiene
+
+use repl_support::fault_proxy::{Endless, EndlessOrigin};
+use repl_support::PrivateNginx;
+
+/// Peak RSS allowed to `sitebundle-init` and `sitebundle pull` on every hostile input.
+const RSS_LIMIT_KIB: u64 = 128 * 1024;
+
+/// `sitebundle` with a private store and the same clean environment as [`init_cmd`].
+fn sb_cmd(home: &Path) -> Command {
+    let mut c = common::sb(home);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SITEBUNDLE_") && !k.starts_with("SITEBUNDLE_TEST_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("SITEBUNDLE_HOME", home)
+        .env("SITEBUNDLE_RETRIES", "0")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    c
+}
+
+/// Push v1 (channel prod) to a fresh repository of the plain test registry; returns the repo.
+fn registry_repo_with_v1(tag: &str) -> String {
+    let f = fx();
+    let repo = format!("sbtest/{}", unique(tag).to_lowercase());
+    push(
+        Arc::new(
+            replicator::oci::OciTarget::with_auth(
+                &need("SITEBUNDLE_TEST_REGISTRY"),
+                &repo,
+                true,
+                oci_client::secrets::RegistryAuth::Anonymous,
+                None,
+            )
+            .expect("registry target"),
+        ),
+        &[&f.v1],
+        Some("prod"),
+    );
+    repo
+}
+
+/// An htpasswd file (apr1) for nginx's `auth_basic`.
+fn htpasswd(path: &Path, user: &str, password: &str) {
+    let out = Command::new("openssl")
+        .args(["passwd", "-apr1", password])
+        .output()
+        .expect("openssl passwd");
+    assert!(out.status.success());
+    fs::write(
+        path,
+        format!("{user}:{}\n", String::from_utf8_lossy(&out.stdout).trim()),
+    )
+    .expect("write htpasswd");
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[test]
+fn issue_8_2_endless_bodies_are_cut_in_bounded_memory() {
+    let f = fx();
+    let body = EndlessOrigin::start(Endless::Body);
+    let token = EndlessOrigin::start(Endless::Token);
+    let work = tempfile::tempdir().expect("tempdir");
+    let (m, id) = (f.v1.manifest.to_string(), f.v1.id.to_string());
+    let http = format!("http://{}/site/", body.host());
+    let reg = format!("oci+http://{}/sites/blog", body.host());
+    let tok = format!("oci+http://{}/sites/blog", token.host());
+    let cases: [(&str, &str, [&str; 2]); 7] = [
+        ("http origin, manifest", &http, ["--digest", &m]),
+        ("http origin, channel record", &http, ["--channel", "prod"]),
+        (
+            "http origin, index.json (bundle id)",
+            &http,
+            ["--digest", &id],
+        ),
+        ("registry, manifest", &reg, ["--digest", &m]),
+        ("registry, tag (channel)", &reg, ["--channel", "prod"]),
+        ("registry, tag list (bundle id)", &reg, ["--digest", &id]),
+        ("registry, token service", &tok, ["--digest", &m]),
+    ];
+    for (i, (what, origin, args)) in cases.iter().enumerate() {
+        let dest = work.path().join(format!("dest-{i}"));
+        let (out, rss) = common::run_measured(
+            init_cmd(&dest, &[origin.to_string()])
+                .args(args)
+                .env("SITEBUNDLE_REGISTRY_USER", "u")
+                .env("SITEBUNDLE_REGISTRY_PASSWORD", "issue8-endless-pw"),
+        );
+        let t = text(&out);
+        eprintln!("init, {what}: exit {}, peak RSS {} KiB", code(&out), rss);
+        assert!(
+            code(&out) == 2 || code(&out) == 3,
+            "{what}: expected the origin to fail\n{t}"
+        );
+        assert!(t.contains("larger than"), "{what}: no cap named\n{t}");
+        assert!(
+            rss <= RSS_LIMIT_KIB,
+            "{what}: peak RSS {rss} KiB > {RSS_LIMIT_KIB} KiB"
+        );
+        assert_eq!(
+            snapshot(&dest).get(".").map(String::as_str),
+            Some("absent"),
+            "{what}: DEST did not exist and must not exist after a failed run"
+        );
+    }
+    let pulls: [(&str, &str, &str); 5] = [
+        ("http origin, channel record", &http, "prod"),
+        ("http origin, manifest", &http, &m),
+        ("registry, manifest", &reg, &m),
+        ("registry, tag list", &reg, &id),
+        ("registry, token service", &tok, &m),
+    ];
+    for (what, from, reference) in pulls {
+        let home = work.path().join("home");
+        let (out, rss) =
+            common::run_measured(sb_cmd(&home).args(["pull", reference, "--from", from]));
+        let t = text(&out);
+        eprintln!("pull, {what}: exit {}, peak RSS {} KiB", code(&out), rss);
+        assert_ne!(code(&out), 0, "{what}\n{t}");
+        assert!(t.contains("larger than"), "{what}: no cap named\n{t}");
+        assert!(
+            rss <= RSS_LIMIT_KIB,
+            "pull, {what}: peak RSS {rss} KiB > {RSS_LIMIT_KIB} KiB"
+        );
+    }
+    assert!(body.requests() > 0 && token.requests() > 0);
+}
+
+#[test]
+fn issue_8_2_config_descriptor_above_the_cap_is_refused_before_downloading() {
+    let f = fx();
+    let (_t, dir) = dir_origin();
+    // v1's manifest, its config descriptor claiming 5 GiB: every digest else right.
+    let mut m: Manifest = serde_json::from_slice(
+        &f.store
+            .read_blob(&f.v1.manifest, 1 << 22)
+            .expect("manifest"),
+    )
+    .expect("parse");
+    m.config.size = 5 << 30;
+    let bytes = m.to_bytes();
+    let md = Digest::of(&bytes);
+    fs::write(dir.join("blobs/sha256").join(md.hex()), &bytes).expect("write manifest");
+    let (url, copy) = http_origin(&dir);
+    let work = tempfile::tempdir().expect("tempdir");
+    let dest = work.path().join("site");
+    for origin in [file_url(&dir), url.clone()] {
+        let out =
+            run(init_cmd(&dest, std::slice::from_ref(&origin)).args(["--digest", &md.to_string()]));
+        let t = text(&out);
+        assert_eq!(code(&out), 3, "{origin}\n{t}");
+        assert!(t.contains("config descriptor declares"), "{t}");
+    }
+    let home = work.path().join("home");
+    let out = run(sb_cmd(&home).args(["pull", &md.to_string(), "--from", &url]));
+    let t = text(&out);
+    assert_eq!(code(&out), 3, "{t}");
+    assert!(t.contains("config descriptor declares"), "{t}");
+    // The real nginx never saw a request for the config blob.
+    let log = fs::read_to_string(
+        Path::new(&need("SITEBUNDLE_SERVICES_DIR")).join("logs/nginx-access.log"),
+    )
+    .expect("nginx access log");
+    let name = copy
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        log.contains(&format!("/{name}/blobs/sha256/{}", md.hex())),
+        "the manifest was fetched"
+    );
+    assert!(
+        !log.contains(&format!("/{name}/blobs/sha256/{}", m.config.digest.hex())),
+        "the oversized config was requested"
+    );
+    let _ = fs::remove_dir_all(copy);
+}
+
+#[test]
+fn issue_8_2_slow_origin_is_cut_by_the_deadline_and_the_minimum_rate() {
+    let f = fx();
+    let (_t, dir) = dir_origin();
+    let work = tempfile::tempdir().expect("tempdir");
+    let port = repl_support::free_port("127.0.0.1");
+    let addr = format!("127.0.0.1:{port}");
+    // A real server sending 100 bytes per second.
+    let nginx = PrivateNginx::start(
+        &work.path().join("nginx"),
+        &format!(
+            "server {{ listen {addr}; location / {{ root {}; limit_rate 100; }} }}",
+            dir.display()
+        ),
+        std::slice::from_ref(&addr),
+    );
+    let slow = format!("http://{addr}/");
+    let home = work.path().join("home");
+    // The deadline alone (rate check off).
+    let out = run(sb_cmd(&home)
+        .args(["pull", "prod", "--from", &slow, "--timeout", "3s"])
+        .env("SITEBUNDLE_MIN_RATE", "0"));
+    let t = text(&out);
+    assert_eq!(code(&out), 1, "{t}");
+    assert!(
+        t.contains("did not finish within 3s") && t.contains(&slow),
+        "{t}"
+    );
+    // The minimum rate alone (default 30 min deadline).
+    let out = run(sb_cmd(&home)
+        .args(["pull", "prod", "--from", &slow])
+        .env("SITEBUNDLE_MIN_RATE", "2000")
+        .env("SITEBUNDLE_RATE_WINDOW", "1s"));
+    let t = text(&out);
+    assert_eq!(code(&out), 1, "{t}");
+    assert!(t.contains("too slow") && t.contains(&slow), "{t}");
+    // init: the slow origin is skipped for the next one, for either reason. (nginx rate-limits
+    // the answer's head too, so the per-request timeout is raised above both.)
+    for (env, timeout, reason) in [
+        (
+            ("SITEBUNDLE_MIN_RATE", "0"),
+            "3s",
+            "whole fetch: no answer within 3s",
+        ),
+        (("SITEBUNDLE_RATE_WINDOW", "1s"), "60s", "too slow"),
+    ] {
+        let dest = work.path().join(format!("dest-{}", env.0));
+        let t = ok(run(init_cmd(&dest, &[slow.clone(), file_url(&dir)])
+            .args(["--connect-timeout", "30s", "--timeout", timeout])
+            .args(["--digest", &f.v1.manifest.to_string()])
+            .env(env.0, env.1)));
+        assert_serves(&dest, &f.v1, "v1");
+        assert!(
+            t.contains("origin skipped") && t.contains(reason),
+            "{reason}:\n{t}"
+        );
+    }
+    drop(nginx);
+}
+
+/// The registry behind private nginx fronts on 127.0.0.2 / 127.0.0.3 (see each test).
+fn registry_upstream() -> String {
+    need("SITEBUNDLE_TEST_REGISTRY")
+}
+
+#[test]
+fn issue_8_3_registry_blob_redirect_to_storage_carries_no_credentials() {
+    let f = fx();
+    let repo = registry_repo_with_v1("redir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let (user, password) = ("issue8", "issue8-blob-redirect-password");
+    htpasswd(&work.path().join("htpasswd"), user, password);
+    let front = format!("127.0.0.2:{}", repl_support::free_port("127.0.0.2"));
+    let storage = format!("127.0.0.3:{}", repl_support::free_port("127.0.0.3"));
+    let up = registry_upstream();
+    // The registry answers every request only with Basic credentials (a real challenge), and
+    // sends blob downloads to "storage" on another host, as registries send them to S3 or a CDN.
+    let nginx = PrivateNginx::start(
+        &work.path().join("nginx"),
+        &format!(
+            "server {{ listen {front};\n\
+               location ~ ^/v2/.+/blobs/sha256: {{ return 307 http://{storage}$request_uri; }}\n\
+               location / {{ auth_basic \"issue-8\"; auth_basic_user_file {}; proxy_pass http://{up}; }} }}\n\
+             server {{ listen {storage}; location / {{ proxy_pass http://{up}; }} }}",
+            work.path().join("htpasswd").display()
+        ),
+        &[front.clone(), storage.clone()],
+    );
+    let origin = format!("oci+http://{front}/{repo}");
+    let creds = |c: &mut Command| {
+        c.env("SITEBUNDLE_REGISTRY_USER", user)
+            .env("SITEBUNDLE_REGISTRY_PASSWORD", password);
+    };
+    let home = work.path().join("home");
+    let mut c = sb_cmd(&home);
+    c.args(["pull", "prod", "--from", &origin]);
+    creds(&mut c);
+    let t = text(&common::run_ok(&mut c));
+    assert!(!t.contains(password), "{t}");
+    let dest = work.path().join("site");
+    let mut c = init_cmd(&dest, std::slice::from_ref(&origin));
+    c.args(["--channel", "prod"]);
+    creds(&mut c);
+    let t = ok(run(&mut c));
+    assert!(!t.contains(password), "{t}");
+    assert_serves(&dest, &f.v1, "v1");
+    let basic = b64(&format!("{user}:{password}"));
+    let front_log = nginx.log_of(&front);
+    assert!(
+        front_log
+            .iter()
+            .any(|l| l.contains("/manifests/") && l.contains(&basic)),
+        "the registry should have been sent the credentials:\n{}",
+        front_log.join("\n")
+    );
+    let storage_log = nginx.log_of(&storage);
+    assert!(
+        storage_log
+            .iter()
+            .filter(|l| l.contains("/blobs/sha256:"))
+            .count()
+            >= 2,
+        "blobs should have come from storage:\n{}",
+        nginx.log()
+    );
+    for l in &storage_log {
+        assert!(
+            l.ends_with("auth=[-]"),
+            "credentials went to another host: {l}"
+        );
+    }
+}
+
+#[test]
+fn issue_8_3_redirects_to_another_host_or_to_plain_http_are_refused() {
+    let f = fx();
+    let repo = registry_repo_with_v1("refuse");
+    let (_t, dir) = dir_origin();
+    let work = tempfile::tempdir().expect("tempdir");
+    let (ca, crt, key) =
+        repl_support::test_tls(&work.path().join("tls"), &["127.0.0.2", "127.0.0.3"]);
+    let p2 = |_: ()| format!("127.0.0.2:{}", repl_support::free_port("127.0.0.2"));
+    let (reg_front, http_front, tls_front) = (p2(()), p2(()), p2(()));
+    let elsewhere = format!("127.0.0.3:{}", repl_support::free_port("127.0.0.3"));
+    let up = registry_upstream();
+    let nginx = PrivateNginx::start(
+        &work.path().join("nginx"),
+        &format!(
+            // A registry whose manifests are sent to another host.
+            "server {{ listen {reg_front};\n\
+               location ~ /manifests/ {{ return 302 http://{elsewhere}$request_uri; }}\n\
+               location / {{ proxy_pass http://{up}; }} }}\n\
+             # An HTTP origin that sends everything to another host.\n\
+             server {{ listen {http_front}; location / {{ return 302 http://{elsewhere}$request_uri; }} }}\n\
+             # An HTTPS registry sending blob downloads to plain HTTP.\n\
+             server {{ listen {tls_front} ssl; ssl_certificate {}; ssl_certificate_key {};\n\
+               location ~ ^/v2/.+/blobs/sha256: {{ return 307 http://{elsewhere}$request_uri; }}\n\
+               location / {{ proxy_pass http://{up}; }} }}\n\
+             # Where they point: serves the same bytes, and must never be asked.\n\
+             server {{ listen {elsewhere}; location / {{ root {}; }} location /v2/ {{ proxy_pass http://{up}; }} }}",
+            crt.display(),
+            key.display(),
+            dir.display(),
+        ),
+        &[reg_front.clone(), http_front.clone(), tls_front.clone(), elsewhere.clone()],
+    );
+    let home = work.path().join("home");
+    let cases = [
+        (
+            format!("oci+http://{reg_front}/{repo}"),
+            "refused a redirect to another host",
+        ),
+        (
+            format!("http://{http_front}/"),
+            "refused a redirect to another host",
+        ),
+        (
+            format!("oci://{tls_front}/{repo}"),
+            "refused a redirect from https to plain http",
+        ),
+    ];
+    for (origin, why) in &cases {
+        let out = run(sb_cmd(&home)
+            .args(["pull", "prod", "--from", origin])
+            .env("SITEBUNDLE_REGISTRY_CA", &ca));
+        let t = text(&out);
+        assert_eq!(code(&out), 1, "{origin}\n{t}");
+        assert!(t.contains(why), "{origin}: expected {why:?}\n{t}");
+        // init skips it for the next origin, and says why.
+        let dest = work.path().join(format!("site-{}", origin.len()));
+        let t = ok(run(init_cmd(&dest, &[origin.clone(), file_url(&dir)])
+            .args(["--digest", &f.v1.manifest.to_string()])
+            .env("SITEBUNDLE_REGISTRY_CA", &ca)));
+        assert!(
+            t.contains("origin skipped") && t.contains(why),
+            "{origin}:\n{t}"
+        );
+        assert_serves(&dest, &f.v1, "v1");
+    }
+    assert!(
+        nginx.log_of(&elsewhere).is_empty(),
+        "a redirect was followed:\n{}",
+        nginx.log()
+    );
+    assert!(
+        !nginx.log_of(&tls_front).is_empty(),
+        "the TLS front was never asked"
+    );
+}
+
+#[test]
+fn issue_8_3_object_store_redirect_to_another_host_is_refused() {
+    let f = fx();
+    let (_t, dir) = dir_origin();
+    let prefix = unique("s3redir");
+    push(s3_target(&prefix), &[&f.v1], Some("prod"));
+    let work = tempfile::tempdir().expect("tempdir");
+    let front = format!("127.0.0.2:{}", repl_support::free_port("127.0.0.2"));
+    let elsewhere = format!("127.0.0.3:{}", repl_support::free_port("127.0.0.3"));
+    let moto = need("SITEBUNDLE_TEST_S3_ENDPOINT");
+    // An S3 endpoint that sends every (signed) request to another host, which would serve it.
+    let nginx = PrivateNginx::start(
+        &work.path().join("nginx"),
+        &format!(
+            "server {{ listen {front}; location / {{ return 307 http://{elsewhere}$request_uri; }} }}\n\
+             server {{ listen {elsewhere}; location / {{ proxy_pass {moto}; }} }}"
+        ),
+        &[front.clone(), elsewhere.clone()],
+    );
+    let origin = format!("s3://{}/{prefix}", need("SITEBUNDLE_TEST_S3_BUCKET"));
+    let dest = work.path().join("site");
+    let t = ok(run(init_cmd(&dest, &[origin, file_url(&dir)])
+        .env("AWS_ENDPOINT", format!("http://{front}"))
+        .args(["--digest", &f.v1.manifest.to_string()])));
+    assert!(
+        t.contains("origin skipped") && t.contains("refused a redirect"),
+        "{t}"
+    );
+    assert_serves(&dest, &f.v1, "v1");
+    assert!(
+        !nginx.log_of(&front).is_empty(),
+        "the endpoint was never asked"
+    );
+    assert!(
+        nginx.log_of(&elsewhere).is_empty(),
+        "a signed request followed a redirect to another host:\n{}",
+        nginx.log()
+    );
+}
+
+#[test]
+fn issue_8_3_token_realm_on_another_host_never_gets_the_password() {
+    let f = fx();
+    let repo = registry_repo_with_v1("realm");
+    let work = tempfile::tempdir().expect("tempdir");
+    let (ca, crt, key) =
+        repl_support::test_tls(&work.path().join("tls"), &["127.0.0.2", "127.0.0.3"]);
+    let (user, password) = ("issue8", "issue8-token-realm-password");
+    let plain_front = format!("127.0.0.2:{}", repl_support::free_port("127.0.0.2"));
+    let tls_front = format!("127.0.0.2:{}", repl_support::free_port("127.0.0.2"));
+    let plain_realm = format!("127.0.0.3:{}", repl_support::free_port("127.0.0.3"));
+    let tls_realm = format!("127.0.0.3:{}", repl_support::free_port("127.0.0.3"));
+    let up = registry_upstream();
+    let front = |listen: &str, tls: &str, realm: &str| {
+        format!(
+            "server {{ listen {listen} {tls};\n\
+               location /v2/ {{\n\
+                 if ($http_authorization !~ \"^Bearer \") {{\n\
+                   add_header WWW-Authenticate 'Bearer realm=\"{realm}/token\",service=\"issue8\"' always;\n\
+                   return 401;\n\
+                 }}\n\
+                 proxy_pass http://{up};\n\
+               }} }}\n"
+        )
+    };
+    let ssl = format!(
+        "ssl; ssl_certificate {}; ssl_certificate_key {}",
+        crt.display(),
+        key.display()
+    );
+    let token = "location = /token { default_type application/json; return 200 '{\"token\":\"issue8-anonymous-token\"}'; }";
+    let conf = format!(
+        "{}{}server {{ listen {plain_realm}; {token} }}\nserver {{ listen {tls_realm} {ssl}; {token} }}",
+        front(&plain_front, "", &format!("http://{plain_realm}")),
+        front(&tls_front, &ssl, &format!("https://{tls_realm}")),
+    );
+    let nginx = PrivateNginx::start(
+        &work.path().join("nginx"),
+        &conf,
+        &[
+            plain_front.clone(),
+            tls_front.clone(),
+            plain_realm.clone(),
+            tls_realm.clone(),
+        ],
+    );
+    let basic = b64(&format!("{user}:{password}"));
+    let with_creds = |c: &mut Command| {
+        c.env("SITEBUNDLE_REGISTRY_USER", user)
+            .env("SITEBUNDLE_REGISTRY_PASSWORD", password)
+            .env("SITEBUNDLE_REGISTRY_CA", &ca);
+    };
+    // A realm on another host over plain HTTP, and over HTTPS but not trusted: an anonymous
+    // token is asked for (the registry here accepts it), the password never goes there.
+    for origin in [
+        format!("oci+http://{plain_front}/{repo}"),
+        format!("oci://{tls_front}/{repo}"),
+    ] {
+        let home = work.path().join(format!("home-{}", origin.len()));
+        let mut c = sb_cmd(&home);
+        c.args(["pull", "prod", "--from", &origin]);
+        with_creds(&mut c);
+        let t = text(&common::run_ok(&mut c));
+        assert!(!t.contains(password), "{t}");
+        let dest = work.path().join(format!("site-{}", origin.len()));
+        let mut c = init_cmd(&dest, std::slice::from_ref(&origin));
+        c.args(["--channel", "prod"]);
+        with_creds(&mut c);
+        let t = ok(run(&mut c));
+        assert!(
+            t.contains("anonymous token"),
+            "the refusal should be logged:\n{t}"
+        );
+        assert!(!t.contains(password));
+        assert_serves(&dest, &f.v1, "v1");
+    }
+    for realm in [&plain_realm, &tls_realm] {
+        let lines = nginx.log_of(realm);
+        assert!(
+            !lines.is_empty(),
+            "the realm {realm} was never asked:\n{}",
+            nginx.log()
+        );
+        for l in lines {
+            assert!(
+                l.ends_with("auth=[-]") && !l.contains(&basic),
+                "credentials sent to the realm: {l}"
+            );
+        }
+    }
+    // Opt-in: an HTTPS realm listed in SITEBUNDLE_REGISTRY_TOKEN_HOSTS gets them.
+    let home = work.path().join("home-optin");
+    let mut c = sb_cmd(&home);
+    c.args([
+        "pull",
+        "prod",
+        "--from",
+        &format!("oci://{tls_front}/{repo}"),
+    ])
+    .env("SITEBUNDLE_REGISTRY_TOKEN_HOSTS", &tls_realm);
+    with_creds(&mut c);
+    common::run_ok(&mut c);
+    assert!(
+        nginx.log_of(&tls_realm).iter().any(|l| l.contains(&basic)),
+        "a trusted realm should have been sent the credentials:\n{}",
+        nginx.log()
+    );
+    // Never a plain-HTTP realm, even listed.
+    let home = work.path().join("home-optin-plain");
+    let mut c = sb_cmd(&home);
+    c.args([
+        "pull",
+        "prod",
+        "--from",
+        &format!("oci+http://{plain_front}/{repo}"),
+    ])
+    .env("SITEBUNDLE_REGISTRY_TOKEN_HOSTS", &plain_realm);
+    with_creds(&mut c);
+    common::run_ok(&mut c);
+    for l in nginx.log_of(&plain_realm) {
+        assert!(!l.contains(&basic), "credentials sent over plain HTTP: {l}");
+    }
+}
+
+#[test]
+fn issue_8_5_disk_full_while_downloading_is_local_and_stops_at_once() {
+    let f = fx();
+    let (_t, dir) = dir_origin();
+    let (http_url, copy) = http_origin(&dir);
+    let work = tempfile::tempdir().expect("tempdir");
+    let small = work.path().join("small");
+    // Smaller than the bundle's blobs (about 1 MB): the download itself hits ENOSPC.
+    let _m = common::Mount::tmpfs(&small, "256k");
+    let dest = small.join("site");
+    let before = snapshot(&small);
+    let out = run(init_cmd(&dest, &[file_url(&dir), http_url.clone()])
+        .args(["--digest", &f.v1.manifest.to_string()]));
+    let t = text(&out);
+    assert_eq!(code(&out), 4, "disk full is a local error (exit 4):\n{t}");
+    assert!(t.contains("No space left on device"), "{t}");
+    assert!(t.contains("not the origin's fault"), "{t}");
+    assert!(
+        !t.contains("origin skipped") && !t.contains("integrity=true"),
+        "an origin was blamed:\n{t}"
+    );
+    assert!(
+        !t.contains(http_url.trim_end_matches('/')),
+        "the second origin was tried:\n{t}"
+    );
+    let log = fs::read_to_string(
+        Path::new(&need("SITEBUNDLE_SERVICES_DIR")).join("logs/nginx-access.log"),
+    )
+    .expect("nginx access log");
+    let name = copy
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        !log.contains(&format!("/{name}/")),
+        "the second origin was asked"
+    );
+    common::assert_listing_eq(
+        "the small file system after a failed init",
+        &before,
+        &snapshot(&small),
+    );
+    // pull: its I/O exit code (1), the local store named, the target not blamed.
+    let home = small.join("home");
+    let out = run(sb_cmd(&home).args(["pull", "prod", "--from", &file_url(&dir)]));
+    let t = text(&out);
+    assert_eq!(code(&out), 1, "{t}");
+    assert!(
+        t.contains("No space left on device") && t.contains("a local problem"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("tampered") && !t.contains("damaged"),
+        "the target was blamed:\n{t}"
+    );
+    let leftovers: Vec<_> = fs::read_dir(home.join("blobs/sha256"))
+        .expect("store")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Room for the blobs but not for the extracted site (4.5 MB): still local, still exit 4,
+    // and DEST (an existing, empty emptyDir) exactly as it was.
+    let medium = work.path().join("medium");
+    let _m2 = common::Mount::tmpfs(&medium, "1500k");
+    let before = snapshot(&medium);
+    let out = run(init_cmd(&medium, &[file_url(&dir), http_url.clone()])
+        .args(["--digest", &f.v1.manifest.to_string()]));
+    let t = text(&out);
+    assert_eq!(code(&out), 4, "{t}");
+    assert!(
+        t.contains("No space left on device") && t.contains("DEST is unchanged"),
+        "{t}"
+    );
+    assert!(!t.contains("origin skipped"), "{t}");
+    common::assert_listing_eq(
+        "DEST after disk full while extracting",
+        &before,
+        &snapshot(&medium),
+    );
+    let _ = fs::remove_dir_all(copy);
+}
+
+#[test]
+fn issue_8_5_permission_denied_in_the_staging_store_is_local_and_stops_at_once() {
+    let f = fx();
+    let (_t, dir) = dir_origin();
+    let (http_url, copy) = http_origin(&dir);
+    let work = tempfile::tempdir().expect("tempdir");
+    chmod_world_readable(work.path());
+    let dest = work.path().join("site");
+    fs::create_dir(&dest).expect("mkdir");
+    // The staging store a run killed as root left behind, which this (unprivileged) run may
+    // read but not write into: EACCES while downloading.
+    let staging = dest.join(format!(".staging-{}", f.v1.manifest.hex()));
+    Store::open(&staging).expect("staging store");
+    if is_root() {
+        chown_nobody(&dest);
+    } else {
+        let st = Command::new("chmod")
+            .arg("a-w")
+            .arg(staging.join("blobs/sha256"))
+            .status()
+            .expect("chmod");
+        assert!(st.success());
+    }
+    let before = snapshot(&dest);
+    let mut c = init_cmd(&dest, &[file_url(&dir), http_url.clone()]);
+    c.args(["--digest", &f.v1.manifest.to_string()]);
+    let out = run(&mut as_nobody(c, work.path()));
+    let t = text(&out);
+    assert_eq!(
+        code(&out),
+        4,
+        "permission denied is a local error (exit 4):\n{t}"
+    );
+    assert!(
+        t.contains("Permission denied") && t.contains("not the origin's fault"),
+        "{t}"
+    );
+    assert!(!t.contains("origin skipped"), "an origin was blamed:\n{t}");
+    assert!(
+        !t.contains(http_url.trim_end_matches('/')),
+        "the second origin was tried:\n{t}"
+    );
+    common::assert_listing_eq("DEST after EACCES in staging", &before, &snapshot(&dest));
+    let _ = fs::remove_dir_all(copy);
+}
+
+#[test]
+fn issue_8_10_urls_with_secrets_are_refused_without_echoing_them() {
+    const SECRET: &str = "S3CR3T-issue8-do-not-print";
+    let f = fx();
+    let urls = [
+        format!("https://origin.invalid/site?token={SECRET}"),
+        format!("s3://bucket/site?X-Amz-Signature={SECRET}&X-Amz-Credential=AKIA"),
+        format!("az://container/site?sv=2024&sig={SECRET}"),
+        format!("gs://bucket/site?access_token={SECRET}"),
+        format!("https://alice:{SECRET}@origin.invalid/site/"),
+        format!("oci://bob:{SECRET}@registry.invalid/repo"),
+        format!("https://origin.invalid/site#{SECRET}"),
+        format!("file:///srv/site?{SECRET}"),
+    ];
+    let work = tempfile::tempdir().expect("tempdir");
+    let home = work.path().join("home");
+    let id = common::build(&home, &corpus_site("v1"), &["--tag", "v1"]);
+    let config = work.path().join("sitebundle.toml");
+    for url in &urls {
+        let dest = work.path().join("site");
+        let mut runs: Vec<(String, Output)> = Vec::new();
+        for fmt in ["text", "json"] {
+            runs.push((
+                format!("init --log-format {fmt}"),
+                run(init_cmd(&dest, std::slice::from_ref(url)).args([
+                    "--log-format",
+                    fmt,
+                    "--digest",
+                    &f.v1.manifest.to_string(),
+                ])),
+            ));
+        }
+        runs.push((
+            "init with SITEBUNDLE_ORIGINS".into(),
+            run(init_cmd(&dest, &[])
+                .env("SITEBUNDLE_ORIGINS", url)
+                .args(["--digest", &f.v1.manifest.to_string()])),
+        ));
+        for json in [false, true] {
+            let g: &[&str] = if json { &["--json"] } else { &[] };
+            runs.push((
+                format!("pull json={json}"),
+                run(sb_cmd(&home).args(g).args(["pull", "prod", "--from", url])),
+            ));
+            runs.push((
+                format!("push json={json}"),
+                run(sb_cmd(&home).args(g).args(["push", &id, "--to", url])),
+            ));
+            runs.push((
+                format!("status json={json}"),
+                run(sb_cmd(&home).args(g).args(["status", "--to", url])),
+            ));
+        }
+        fs::write(&config, format!("[targets]\nsite = \"{url}\"\n")).expect("config");
+        runs.push((
+            "pull from a named target".into(),
+            run(sb_cmd(&home)
+                .env("SITEBUNDLE_CONFIG", &config)
+                .args(["pull", "prod", "--from", "site"])),
+        ));
+        for (what, out) in runs {
+            let t = text(&out);
+            assert_ne!(code(&out), 0, "{url}: {what} accepted it\n{t}");
+            assert!(
+                !t.contains(SECRET),
+                "{url}: {what} printed the secret:\n{t}"
+            );
+            assert!(
+                t.contains("refused") || t.contains("not used") || t.contains("invalid"),
+                "{url}: {what}: no clear error\n{t}"
+            );
+        }
+        assert_eq!(snapshot(&dest).get(".").map(String::as_str), Some("absent"));
+    }
+}
+
+#[test]
+fn issue_8_11_a_failed_init_leaves_dest_byte_for_byte_as_it_was() {
+    let f = fx();
+    let (_t, dir) = dir_origin();
+    let (http_url, copy) = http_origin(&dir);
+    corrupt_a_layer(&copy, &f.v2);
+    let work = tempfile::tempdir().expect("tempdir");
+    let v2 = f.v2.manifest.to_string();
+    // 1. An empty DEST (an emptyDir): no .lock, nothing else left.
+    let dest = work.path().join("empty");
+    fs::create_dir(&dest).expect("mkdir");
+    let before = snapshot(&dest);
+    let out = run(init_cmd(&dest, &[dead_url()]).args(["--digest", &v2]));
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    common::assert_listing_eq("empty DEST, origin down", &before, &snapshot(&dest));
+    // 2. A DEST (and its parent) that did not exist: neither exists after.
+    let parent = work.path().join("new");
+    let out = run(init_cmd(&parent.join("site"), &[dead_url()]).args(["--digest", &v2]));
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(!parent.exists(), "a failed run left {}", parent.display());
+    // 3. An installed DEST, a lying origin: integrity, DEST as it was.
+    let dest = work.path().join("installed");
+    install_v1(&dest, &file_url(&dir));
+    assert!(
+        !dest.join(".lock").exists(),
+        "a successful run leaves its own .lock behind"
+    );
+    let before = snapshot(&dest);
+    let out = run(init_cmd(&dest, std::slice::from_ref(&http_url)).args(["--digest", &v2]));
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    common::assert_listing_eq("installed DEST, lying origin", &before, &snapshot(&dest));
+    // 4. The leftovers of a run killed after its fetch (a full staging store, its .lock): a
+    //    failed run keeps them exactly; a good run then resumes and cleans up.
+    let mut child = init_cmd(&dest, &[file_url(&dir)])
+        .args(["--digest", &v2])
+        .env("SITEBUNDLE_INIT_PAUSE_AT", "fetched")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    for line in BufReader::new(stderr).lines() {
+        if line.unwrap_or_default().contains("pause point") {
+            break;
+        }
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let before = snapshot(&dest);
+    assert!(
+        before.keys().any(|k| k.starts_with(".staging-")),
+        "{before:?}"
+    );
+    let out = run(init_cmd(&dest, &[dead_url()]).args(["--digest", &v2]));
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    common::assert_listing_eq("leftovers of a killed run", &before, &snapshot(&dest));
+    ok(run(
+        init_cmd(&dest, &[file_url(&dir)]).args(["--digest", &v2])
+    ));
+    assert_serves(&dest, &f.v2, "v2");
+    assert!(!snapshot(&dest).keys().any(|k| k.starts_with(".staging-")));
+    let _ = fs::remove_dir_all(copy);
+}
+
+#[test]
+fn issue_8_11_current_as_a_real_directory_is_refused_and_dest_untouched() {
+    let f = fx();
+    let (_t, dir) = dir_origin();
+    let work = tempfile::tempdir().expect("tempdir");
+    let dest = work.path().join("site");
+    install_v1(&dest, &file_url(&dir));
+    // Someone replaced the symlink with a directory of their own.
+    fs::remove_file(dest.join("current")).expect("rm current");
+    fs::create_dir(dest.join("current")).expect("mkdir current");
+    fs::write(dest.join("current/index.html"), "hand-made").expect("write");
+    let before = snapshot(&dest);
+    for digest in [f.v2.manifest, f.v1.manifest] {
+        let out = run(init_cmd(&dest, &[file_url(&dir)]).args(["--digest", &digest.to_string()]));
+        let t = text(&out);
+        assert_eq!(code(&out), 4, "{t}");
+        assert!(t.contains("current: is a directory, not a symlink"), "{t}");
+        assert!(
+            t.contains("nothing was changed") && t.contains("DEST is unchanged"),
+            "{t}"
+        );
+        assert!(!t.contains("fetching"), "it fetched before refusing:\n{t}");
+        common::assert_listing_eq("DEST/current is a directory", &before, &snapshot(&dest));
+    }
+}
+
+#[test]
+fn issue_8_11_read_only_dest_holding_the_digest_succeeds_without_writing() {
+    let f = fx();
+    let (_t, dir) = dir_origin();
+    let work = tempfile::tempdir().expect("tempdir");
+    let dest = work.path().join("site");
+    install_v1(&dest, &file_url(&dir));
+    let before = snapshot(&dest);
+    let _ro = common::Mount::read_only(&dest);
+    assert!(
+        fs::write(dest.join("probe"), "x").is_err(),
+        "DEST should be read-only"
+    );
+    for digest in [f.v1.manifest, f.v1.id] {
+        let t = ok(run(
+            init_cmd(&dest, &[dead_url()]).args(["--digest", &digest.to_string()])
+        ));
+        assert!(t.contains("nothing to do"), "{t}");
+    }
+    // By channel too (the origin answers; nothing is fetched).
+    let t = ok(run(
+        init_cmd(&dest, &[file_url(&dir)]).args(["--channel", "prod"])
+    ));
+    assert!(t.contains("nothing to do"), "{t}");
+    // Something else cannot be installed: a local error, naming why.
+    let out =
+        run(init_cmd(&dest, &[file_url(&dir)]).args(["--digest", &f.v2.manifest.to_string()]));
+    let t = text(&out);
+    assert_eq!(code(&out), 4, "{t}");
+    assert!(
+        t.contains("not writable") && t.contains("Read-only file system"),
+        "{t}"
+    );
+    common::assert_listing_eq("read-only DEST", &before, &snapshot(&dest));
+}
+
+#[test]
+fn issue_8_11_a_second_init_waits_a_bounded_time_and_says_for_whom() {
+    let f = fx();
+    let (_t, dir) = dir_origin();
+    let work = tempfile::tempdir().expect("tempdir");
+    let dest = work.path().join("site");
+    fs::create_dir(&dest).expect("mkdir");
+    let mut holder = init_cmd(&dest, &[file_url(&dir)])
+        .args(["--digest", &f.v1.manifest.to_string()])
+        .env("SITEBUNDLE_INIT_PAUSE_AT", "locked")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stderr = holder.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        if line.unwrap_or_default().contains("pause point locked") {
+            break;
+        }
+    }
+    let out = run(init_cmd(&dest, &[file_url(&dir)]).args([
+        "--lock-timeout",
+        "2s",
+        "--digest",
+        &f.v1.manifest.to_string(),
+    ]));
+    let t = text(&out);
+    assert_eq!(code(&out), 4, "{t}");
+    assert!(
+        t.contains("DEST is locked by another installer; waiting"),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("sitebundle-init pid {}", holder.id())),
+        "the holder is not named:\n{t}"
+    );
+    assert!(t.contains("gave up after waiting 2s"), "{t}");
+    holder.kill().expect("SIGKILL");
+    let _ = holder.wait();
+    // The lock dies with its holder: the next run goes ahead at once.
+    ok(run(init_cmd(&dest, &[file_url(&dir)]).args([
+        "--lock-timeout",
+        "2s",
+        "--digest",
+        &f.v1.manifest.to_string(),
+    ])));
+    assert_serves(&dest, &f.v1, "v1");
+}
+
+#[test]
+fn issue_8_12_a_sync_config_typo_keeps_the_loop_on_the_last_good_config() {
+    let f = fx();
+    let work = tempfile::tempdir().expect("tempdir");
+    let origin = work.path().join("origin/blog");
+    let t: Arc<dyn Target> = Arc::new(StoreTarget::dir(&origin).expect("dir target"));
+    push(t.clone(), &[&f.v1], Some("prod"));
+    let config = work.path().join("sites.toml");
+    let good = format!(
+        "origins = [\"file://{}/{{site}}\"]\n[sites.blog]\nchannel = \"prod\"\n",
+        work.path().join("origin").display()
+    );
+    fs::write(&config, &good).expect("config");
+    let root = work.path().join("sites");
+    let mut child = init_cmd(&root, &[])
+        .arg("--sync")
+        .arg(&config)
+        .args(["--interval", "200ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let wait_for = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "sync loop never got to: {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let status = || -> serde_json::Value {
+        fs::read(root.join("status.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    };
+    let serving =
+        |r: &BuildReport| current_id(&root.join("blog")).as_deref() == Some(r.id.hex().as_str());
+    wait_for("v1 installed", &|| serving(&f.v1));
+    // A typo: the loop keeps going on the last good config, and says so in the status file.
+    fs::write(&config, good.replace("channel =", "chanel =")).expect("typo");
+    wait_for("config error reported", &|| {
+        status()["config_error"].is_string()
+    });
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the loop exited on a typo"
+    );
+    let st = status();
+    assert!(
+        st["config_error"].as_str().unwrap_or("").contains("chanel"),
+        "{st}"
+    );
+    assert_eq!(st["ok"], false, "{st}");
+    // ... and still follows the channel with it.
+    push(t, &[&f.v2], Some("prod"));
+    wait_for("v2 installed on the last good config", &|| serving(&f.v2));
+    // Fixed: the error goes away.
+    fs::write(&config, &good).expect("fix");
+    wait_for("config error cleared", &|| {
+        status()["config_error"].is_null() && status()["ok"] == true
+    });
+    assert_serves(&root.join("blog"), &f.v2, "v2");
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+}
+
+#[test]
+fn issue_8_12_sync_site_names_colliding_with_dest_files_are_refused() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = work.path().join("sites");
+    fs::create_dir(&root).expect("mkdir");
+    let before = snapshot(&root);
+    let config = work.path().join("sites.toml");
+    for name in [
+        "status.json",
+        "current",
+        "previous",
+        ".lock",
+        ".meta",
+        ".staging-0123",
+        "..",
+        ".",
+        "a/b",
+        ".hidden",
+        &"a".repeat(64),
+        &"0".repeat(64),
+    ] {
+        fs::write(
+            &config,
+            format!(
+                "origins = [\"file:///nowhere/{{site}}\"]\n[sites.'{name}']\nchannel = \"prod\"\n"
+            ),
+        )
+        .expect("config");
+        let mut c = init_cmd(&root, &[]);
+        c.arg("--sync").arg(&config);
+        let out = run(&mut c);
+        let t = text(&out);
+        assert_eq!(code(&out), 1, "site {name:?} accepted:\n{t}");
+        assert!(
+            t.contains(&format!("site name {name:?}")),
+            "{name}: unclear error\n{t}"
+        );
+        common::assert_listing_eq(&format!("site {name:?}"), &before, &snapshot(&root));
+    }
+    // A status file named like a site, inside the root.
+    fs::write(
+        &config,
+        "origins = [\"file:///nowhere/{site}\"]\n[sites.state]\nchannel = \"prod\"\n",
+    )
+    .expect("config");
+    let mut c = init_cmd(&root, &[]);
+    c.arg("--sync")
+        .arg(&config)
+        .arg("--status-file")
+        .arg(root.join("state"));
+    let out = run(&mut c);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        text(&out).contains("would be the status file"),
+        "{}",
+        text(&out)
+    );
 }

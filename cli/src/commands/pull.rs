@@ -1,6 +1,10 @@
-//! `sitebundle pull REF --from TARGET [--tag NAME]`.
+//! `sitebundle pull REF --from TARGET [--tag NAME] [--timeout DUR]`.
+//!
+//! Bounded like `sitebundle-init` ([`replicator::net`]): every answer within its cap, a minimum
+//! transfer rate, and a deadline for the whole pull. A local failure (disk full, I/O error,
+//! permissions in the store) stops it at once and is reported as local, not as the target's.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::{human, open_store, print_json};
 use crate::args::{Global, PullArgs};
@@ -8,13 +12,35 @@ use crate::targets::{open_targets, runtime};
 
 pub fn run(g: &Global, a: PullArgs) -> Result<u8> {
     let store = open_store(g)?;
+    // Refuse bad rate settings before any network call.
+    replicator::net::Pace::from_env()?;
     let targets = open_targets(std::slice::from_ref(&a.from))?;
     let t = targets[0].clone();
-    let jobs = replicator::push::Options::from_env().jobs;
-    let rep = runtime()?.block_on(async {
-        let m = replicator::pull::resolve(t.as_ref(), &a.reference).await?;
-        replicator::pull::pull(t.as_ref(), &m, &store, &a.tag, jobs).await
-    })?;
+    let opts = replicator::pull::PullOptions {
+        jobs: replicator::push::Options::from_env().jobs,
+        deadline: Some(a.timeout),
+    };
+    let res = runtime()?.block_on(replicator::pull::pull_ref(
+        t.as_ref(),
+        &a.reference,
+        &store,
+        &a.tag,
+        &opts,
+    ));
+    let rep = match res {
+        Ok(r) => r,
+        Err(e) if e.is_local_io() => {
+            return Err(e).with_context(|| {
+                format!(
+                    "pull from {} stopped: writing the local store {} failed (a local problem, \
+                     not the target's: check free space and permissions)",
+                    t.name(),
+                    store.root().display()
+                )
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
     if g.json {
         print_json(&rep)?;
     } else {

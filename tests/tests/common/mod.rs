@@ -260,3 +260,192 @@ pub fn modes(root: &Path) -> BTreeMap<String, u32> {
         })
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// DEST listings, peak memory, scratch file systems
+
+/// A full listing of `root` for "byte-for-byte as before" checks: every entry (not following
+/// symlinks) as `d <mode>`, `f <mode> <size> <blake3>` or `l <target>`, keyed by relative path;
+/// the root itself under `"."` (`absent` when it does not exist).
+pub fn listing(root: &Path) -> BTreeMap<String, String> {
+    fn go(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let rd = fs::read_dir(dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()));
+        for e in rd {
+            let p = e.expect("dir entry").path();
+            let rel = p
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned();
+            out.insert(rel, entry(&p));
+            if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                go(root, &p, out);
+            }
+        }
+    }
+    fn entry(p: &Path) -> String {
+        let m = fs::symlink_metadata(p).unwrap_or_else(|e| panic!("lstat {}: {e}", p.display()));
+        let mode = m.permissions().mode() & 0o7777;
+        if m.file_type().is_symlink() {
+            format!("l {}", fs::read_link(p).expect("readlink").display())
+        } else if m.is_dir() {
+            format!("d {mode:o}")
+        } else {
+            let bytes = fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+            format!(
+                "f {mode:o} {} {}",
+                m.len(),
+                bundle::FileHash::of(&bytes).hex()
+            )
+        }
+    }
+    let mut out = BTreeMap::new();
+    if fs::symlink_metadata(root).is_err() {
+        out.insert(".".to_string(), "absent".to_string());
+        return out;
+    }
+    out.insert(".".to_string(), entry(root));
+    // The root is followed if it is a symlink (DEST/current), its entries are not.
+    if fs::metadata(root).is_ok_and(|m| m.is_dir()) {
+        go(root, root, &mut out);
+    }
+    out
+}
+
+/// Panic with the differences unless two [`listing`]s are equal.
+pub fn assert_listing_eq(
+    what: &str,
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) {
+    if before == after {
+        return;
+    }
+    let mut diffs = Vec::new();
+    for (k, v) in before {
+        match after.get(k) {
+            None => diffs.push(format!("gone    {k} ({v})")),
+            Some(a) if a != v => diffs.push(format!("changed {k}: {v} -> {a}")),
+            _ => {}
+        }
+    }
+    for (k, v) in after {
+        if !before.contains_key(k) {
+            diffs.push(format!("new     {k} ({v})"));
+        }
+    }
+    diffs.truncate(30);
+    panic!("{what}: not byte-for-byte as before:\n{}", diffs.join("\n"));
+}
+
+/// Run `cmd` to completion and return its output and its peak resident set size in KiB, as the
+/// kernel accounted it (`wait4`'s `ru_maxrss` for that child alone).
+#[allow(unsafe_code)]
+pub fn run_measured(cmd: &mut Command) -> (Output, u64) {
+    use std::os::unix::process::ExitStatusExt;
+    let out = tempfile::tempfile().expect("stdout file");
+    let err = tempfile::tempfile().expect("stderr file");
+    let child = cmd
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(err.try_clone().expect("dup"))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: wait4 writes the status into `status` and a whole rusage into `ru`; `pid` is our
+    // child, not yet waited for (std's Child is dropped without waiting).
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, ru.as_mut_ptr()) };
+    assert_eq!(rc, pid, "wait4: {}", std::io::Error::last_os_error());
+    // SAFETY: filled by the successful wait4 above (and zeroed before it).
+    let ru = unsafe { ru.assume_init() };
+    drop(child);
+    let read = |mut f: fs::File| {
+        use std::io::{Read, Seek};
+        let mut v = Vec::new();
+        f.rewind().expect("rewind");
+        f.read_to_end(&mut v).expect("read output");
+        v
+    };
+    let output = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: read(out),
+        stderr: read(err),
+    };
+    (output, ru.ru_maxrss.max(0) as u64)
+}
+
+/// A file system mounted for a test (a small tmpfs, a read-only bind mount); unmounted on drop.
+/// Needs root (`scripts/test` runs as root here); fails the test with a clear message otherwise.
+pub struct Mount {
+    path: PathBuf,
+}
+
+impl Mount {
+    /// A tmpfs of `size` (e.g. `"1m"`) at `path` (created).
+    pub fn tmpfs(path: &Path, size: &str) -> Mount {
+        fs::create_dir_all(path).expect("mkdir mount point");
+        Mount::run(
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ],
+            path,
+        );
+        Mount {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// `path` bind-mounted onto itself, read-only.
+    pub fn read_only(path: &Path) -> Mount {
+        Mount::run(&["--bind"], path);
+        let m = Mount {
+            path: path.to_path_buf(),
+        };
+        let p = path.to_string_lossy().into_owned();
+        let ok = Command::new("mount")
+            .args(["-o", "remount,bind,ro", &p])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot remount {p} read-only");
+        m
+    }
+
+    fn run(args: &[&str], path: &Path) {
+        let mut c = Command::new("mount");
+        c.args(args);
+        if args == ["--bind"] {
+            c.arg(path);
+        }
+        c.arg(path);
+        let out = c
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run mount: {e}"));
+        assert!(
+            out.status.success(),
+            "mount {args:?} {} failed (this test needs root to mount a file system): {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Stdout and stderr of a run, as one string (for greps).
+pub fn all_output(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}

@@ -202,3 +202,96 @@ async fn pass(client: TcpStream, upstream: &str, st: &Arc<State>) {
         _ = down => {}
     }
 }
+
+/// What an [`EndlessOrigin`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endless {
+    /// Every request: `200 OK` and a body that never ends.
+    Body,
+    /// A registry whose token service never ends: `/v2/...` answers `401` with a bearer challenge
+    /// whose realm is `/token` on this same origin, and `/token` answers an endless body.
+    Token,
+}
+
+/// An HTTP origin whose answers never end: `200 OK`, no `Content-Length`, `Connection: close`,
+/// then bytes until the client goes away. **An allowed fake** (STYLE habit 11): no real server
+/// sends an endless body on demand, and this is exactly the fault a reader must survive in
+/// bounded memory. Blocking threads, so synchronous tests can use it.
+pub struct EndlessOrigin {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    requests: Arc<AtomicU64>,
+}
+
+impl EndlessOrigin {
+    /// Listen on `127.0.0.1:<free port>`.
+    pub fn start(mode: Endless) -> EndlessOrigin {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind endless origin");
+        let addr = l.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicU64::new(0));
+        let (st, rq) = (stop.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut c) = conn else { continue };
+                rq.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                        match c.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&head);
+                    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    if mode == Endless::Token && !path.starts_with("/token") {
+                        let _ = write!(
+                            c,
+                            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"endless\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                        return;
+                    }
+                    if c
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n{\"schemaVersion\":2,\"padding\":\"",
+                        )
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let chunk = vec![b'a'; 64 * 1024];
+                    while c.write_all(&chunk).is_ok() {}
+                });
+            }
+        });
+        EndlessOrigin {
+            addr,
+            stop,
+            requests,
+        }
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Requests (connections) served so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for EndlessOrigin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.addr);
+    }
+}

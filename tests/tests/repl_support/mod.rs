@@ -344,3 +344,220 @@ impl Drop for PrivateRegistry {
         (self.killer())();
     }
 }
+
+/// A free TCP port on loopback address `ip` (e.g. `127.0.0.2`).
+pub fn free_port(ip: &str) -> u16 {
+    let l = std::net::TcpListener::bind((ip, 0)).expect("bind");
+    let p = l.local_addr().expect("addr").port();
+    drop(l);
+    p
+}
+
+/// A private nginx (the same binary as the shared `http` service) with the `server { }` blocks a
+/// test gives: real redirects, a real Basic challenge (`auth_basic`), a real rate limit
+/// (`limit_rate`), real TLS, real proxying to the real registry. Its access log records, per
+/// request, the address it came to, the method, the URI, the status and the `Authorization`
+/// header (`auth=[...]`, `auth=[-]` when there was none), so a test can prove where credentials
+/// went.
+pub struct PrivateNginx {
+    child: Option<std::process::Child>,
+    dir: PathBuf,
+}
+
+impl PrivateNginx {
+    /// Start nginx with `servers` (nginx config text), waiting until every `listen` address
+    /// in `addrs` (`ip:port`) accepts connections.
+    pub fn start(dir: &Path, servers: &str, addrs: &[String]) -> PrivateNginx {
+        std::fs::create_dir_all(dir.join("tmp")).expect("mkdir nginx dir");
+        let root_line = if std::env::var("USER").as_deref() == Ok("root")
+            || std::fs::read_to_string("/proc/self/status")
+                .map(|s| {
+                    s.lines()
+                        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+                })
+                .unwrap_or(false)
+        {
+            "user root;"
+        } else {
+            ""
+        };
+        let d = dir.display();
+        let conf = format!(
+            "{root_line}\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n  default_type application/octet-stream;\n\
+             log_format sb '$server_addr:$server_port $request_method $request_uri status=$status auth=[$http_authorization]';\n\
+             access_log {d}/access.log sb;\n\
+             client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n\
+             fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n\
+             client_max_body_size 0;\n\
+             {servers}\n}}\n"
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).expect("write nginx.conf");
+        let child = std::process::Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&path)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start nginx (installed by ../shared/services/install)");
+        let mut n = PrivateNginx {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        for a in addrs {
+            while std::net::TcpStream::connect(a).is_err() {
+                if let Some(Ok(Some(st))) = n.child.as_mut().map(|c| c.try_wait()) {
+                    let err = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+                    panic!("private nginx exited ({st}):\n{err}");
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "private nginx did not listen on {a}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        n
+    }
+
+    /// The access log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    /// Access-log lines of requests that came to `addr` (`ip:port`).
+    pub fn log_of(&self, addr: &str) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.starts_with(&format!("{addr} ")))
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for PrivateNginx {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A test CA and a server certificate for `ips` (SANs), made with openssl in `dir`.
+/// Returns (CA certificate, server certificate, server key) paths.
+pub fn test_tls(dir: &Path, ips: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).expect("mkdir tls");
+    let (ca, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    let (crt, key, csr, ext) = (
+        dir.join("server.crt"),
+        dir.join("server.key"),
+        dir.join("server.csr"),
+        dir.join("server.ext"),
+    );
+    let sans: Vec<String> = ips.iter().map(|i| format!("IP:{i}")).collect();
+    std::fs::write(
+        &ext,
+        format!(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage=serverAuth\nsubjectAltName={}\n",
+            sans.join(",")
+        ),
+    )
+    .expect("write ext");
+    let p = |x: &Path| x.display().to_string();
+    let steps: Vec<Vec<String>> = vec![
+        vec![
+            "req",
+            "-x509",
+            "-new",
+            "-nodes",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-keyout",
+            &p(&ca_key),
+            "-out",
+            &p(&ca),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sitebundle issue-8 test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
+        vec![
+            "req",
+            "-new",
+            "-nodes",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-keyout",
+            &p(&key),
+            "-out",
+            &p(&csr),
+            "-subj",
+            "/CN=127.0.0.2",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &p(&csr),
+            "-CA",
+            &p(&ca),
+            "-CAkey",
+            &p(&ca_key),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &p(&ext),
+            "-out",
+            &p(&crt),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
+    ];
+    for args in steps {
+        let out = std::process::Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (ca, crt, key)
+}
