@@ -267,6 +267,9 @@ impl Registry {
         if net::same_origin(&self.base, realm) {
             return true;
         }
+        if realm.scheme() == "https" && well_known_token_host(&self.base, realm) {
+            return true;
+        }
         let host = match (realm.host_str(), realm.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_string(),
@@ -601,6 +604,26 @@ impl Registry {
     }
 }
 
+/// Registries whose token service lives on another host by design, and that host (HTTPS only):
+/// without this, Docker Hub with credentials would need `SITEBUNDLE_REGISTRY_TOKEN_HOSTS`. Only
+/// exact pairs are listed, so a hostile registry cannot name its own realm here.
+const WELL_KNOWN_TOKEN_HOSTS: &[(&str, &str)] = &[
+    ("registry-1.docker.io", "auth.docker.io"),
+    ("index.docker.io", "auth.docker.io"),
+    ("docker.io", "auth.docker.io"),
+];
+
+fn well_known_token_host(base: &url::Url, realm: &url::Url) -> bool {
+    let (Some(registry), Some(realm_host)) = (base.host_str(), realm.host_str()) else {
+        return false;
+    };
+    base.scheme() == "https"
+        && realm.port().is_none()
+        && WELL_KNOWN_TOKEN_HOSTS
+            .iter()
+            .any(|(r, t)| registry.eq_ignore_ascii_case(r) && realm_host.eq_ignore_ascii_case(t))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -646,5 +669,12 @@ mod tests {
         let r = reg("http://127.0.0.2:5000", &[]);
         assert!(r.realm_trusted(&u("http://127.0.0.2:5000/token")));
         assert!(!r.realm_trusted(&u("http://127.0.0.3:5000/token")));
+        // Docker Hub's token service is a known pair, over HTTPS only, and only for Docker Hub.
+        let r = reg("https://registry-1.docker.io", &[]);
+        assert!(r.realm_trusted(&u("https://auth.docker.io/token")));
+        assert!(!r.realm_trusted(&u("http://auth.docker.io/token")));
+        assert!(!r.realm_trusted(&u("https://auth.docker.io:8443/token")));
+        let r = reg("https://evil.example", &[]);
+        assert!(!r.realm_trusted(&u("https://auth.docker.io/token")));
     }
 }
