@@ -26,9 +26,8 @@ pub fn export(store: &Store, bundle: &Bundle, ref_name: &str, out: &Path) -> Res
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".sitebundle-export-")
-        .tempfile_in(dir)
+    // Mode from the umask, like the file `tar -cf` or `skopeo copy` would write.
+    let tmp = crate::store::temp_file_in(dir, ".sitebundle-export-")
         .map_err(Error::io("create temporary file in", dir))?;
     let file = tmp.reopen().map_err(Error::io("open", tmp.path()))?;
     let mut w = BufWriter::new(file);

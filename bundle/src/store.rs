@@ -167,10 +167,8 @@ impl Store {
     /// Start writing a blob; its digest is known at [`BlobWriter::finish`].
     pub fn blob_writer(&self) -> Result<BlobWriter, Error> {
         let dir = self.root.join("blobs/sha256");
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(&dir)
-            .map_err(Error::io("create temporary blob in", &dir))?;
+        let tmp =
+            temp_file_in(&dir, ".tmp-").map_err(Error::io("create temporary blob in", &dir))?;
         let file = tmp.reopen().map_err(Error::io("open", tmp.path()))?;
         Ok(BlobWriter {
             store: self.clone(),
@@ -550,13 +548,27 @@ pub fn validate_tag(t: &str) -> Result<(), Error> {
     }
 }
 
-/// Write a small file atomically: temporary sibling, fsync, rename.
+/// A new temporary file in `dir`, to be renamed into place, whose mode follows the umask like
+/// any file a tool creates (`0666 & ~umask`: 0644 under the usual 022).
+///
+/// `tempfile` creates files 0600, which is right for secrets and wrong for what we publish: a
+/// `file://` target's `index.json` and channel records, the store's blobs and `index.json`, an
+/// exported archive or `sitebundle-init`'s status file renamed into place kept 0600, so a web
+/// server running as another user could not read them (issue 8). Every file this project renames
+/// into place is created here, or by `object_store`, which also follows the umask.
+pub fn temp_file_in(dir: &Path, prefix: &str) -> io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+}
+
+/// Write a small file atomically: temporary sibling, fsync, rename. The file's mode follows the
+/// umask (see [`temp_file_in`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(Error::io("create temporary file in", dir))?;
+    let mut tmp = temp_file_in(dir, ".tmp-").map_err(Error::io("create temporary file in", dir))?;
     tmp.write_all(bytes)
         .map_err(Error::io("write", tmp.path()))?;
     tmp.as_file()

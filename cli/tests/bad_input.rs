@@ -235,12 +235,6 @@ fn dir_with_only_empty_dirs_is_refused() {
     assert!(r.stderr.contains("no files"), "{}", r.stderr);
 }
 
-#[allow(unsafe_code)]
-fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
 /// Make `p` and its contents usable by any user (tempdirs are created 0700).
 fn open_up(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).expect("chmod");
