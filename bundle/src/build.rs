@@ -106,6 +106,9 @@ pub fn build(
     for t in &opts.tags {
         crate::store::validate_tag(t)?;
     }
+    // From before the layer cache looks at which blobs exist until the manifest is in
+    // index.json: `gc` cannot delete what this build writes or reuses (see `crate::store`).
+    let _writing = store.write_lock()?;
     let walked = walk(src, &opts.walk)?;
     for w in &walked.warnings {
         progress.warn(w);
@@ -404,7 +407,7 @@ fn build_layer(
         tar::write_header(&mut out, &layout::header(m)).map_err(werr)?;
         if let Member::File(e) = m {
             let fs_path: PathBuf = src.join(e.path.as_str());
-            copy_verified(&fs_path, e, &mut out, &mut buf, progress)?;
+            copy_verified(store.root(), &fs_path, e, &mut out, &mut buf, progress)?;
             out.write_all(&[0u8; tar::BLOCK][..tar::padding(e.size())])
                 .map_err(werr)?;
         }
@@ -453,6 +456,7 @@ impl ContextPool {
 
 /// Stream a file into the tar, hashing as it goes; fail if it is not what the index says.
 fn copy_verified(
+    store_root: &Path,
     fs_path: &Path,
     e: &Entry,
     out: &mut impl Write,
@@ -478,9 +482,10 @@ fn copy_verified(
             });
         }
         hasher.update(&buf[..got]);
+        // A write error is the store's (disk full, ...), not the site file's.
         out.write_all(&buf[..got]).map_err(|err| Error::Io {
-            op: "write layer for",
-            path: fs_path.to_path_buf(),
+            op: "write layer blob in",
+            path: store_root.to_path_buf(),
             source: err,
         })?;
         left -= got as u64;

@@ -263,6 +263,10 @@ impl MemberSink for Writer<'_> {
         Ok(())
     }
 
+    fn location(&self, e: &Entry) -> PathBuf {
+        self.root.join(e.path.as_str())
+    }
+
     fn hardlink(&mut self, e: &Entry, canon: &Entry) -> Result<()> {
         let p = self.root.join(e.path.as_str());
         fs::hard_link(self.root.join(canon.path.as_str()), &p)

@@ -24,6 +24,7 @@
 //! | verify / extract / diff | [`verify`](mod@verify), [`extract`](mod@extract), [`diff`](mod@diff) | [`verify()`], [`extract()`], [`diff()`] |
 //! | oci-archive | [`archive`] | [`archive::export`], [`archive::import`] |
 //! | progress | [`progress`] | [`Progress`] |
+//! | local I/O vs corrupt data | `iotrap` (private) | an I/O error under a format reader stays an I/O error |
 //!
 //! This crate is synchronous and uses rayon for CPU work; it has no network code. The
 //! `replicator` crate moves bundles between places and calls into it.
@@ -38,6 +39,7 @@ pub mod digest;
 pub mod error;
 pub mod extract;
 pub mod index;
+mod iotrap;
 pub mod layout;
 pub mod manifest;
 pub mod path;

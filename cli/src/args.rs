@@ -8,11 +8,14 @@ use clap::{Args, Parser, Subcommand};
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  error: bad input, missing bundle, I/O or network problem (the message says which)
+  1  error: bad input, missing bundle, network or target problem (the message says which)
   2  usage error (unknown flag, missing argument)
   3  integrity failure: a blob, layer or file does not match its digest
   4  differences found (diff --exit-code)
-  5  targets disagree, or a channel moved on some targets only (status, push, promote, rollback)";
+  5  targets disagree, or a channel moved on some targets only (status, push, promote, rollback)
+  6  local I/O error: a file or directory of this machine could not be read or written (disk
+     full, permission denied, I/O error; the message names it), or a site file changed while
+     it was being bundled. Nothing was found corrupt: fix the machine and run again";
 
 /// Pack a static site into a content-addressed, verifiable bundle; inspect, verify, extract.
 #[derive(Debug, Parser)]

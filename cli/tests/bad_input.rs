@@ -1,5 +1,6 @@
 //! Bad input to `sitebundle build` (issue 3): each case must exit 1, name the path, print a
-//! `hint:` line, and leave the store without any blob or manifest.
+//! `hint:` line, and leave the store without any blob or manifest. (An unreadable file or
+//! directory is a local I/O error since issue 8: exit 6.)
 
 mod common;
 
@@ -265,7 +266,7 @@ fn unreadable_file_is_refused() {
             .expect("run sitebundle build")
     };
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert_eq!(out.status.code(), Some(6), "stderr:\n{stderr}");
     assert!(stderr.contains("a/secret.html"), "{stderr}");
     assert!(stderr.contains("ermission denied"), "{stderr}");
     assert!(stderr.lines().any(|l| l.starts_with("hint: ")), "{stderr}");
@@ -299,7 +300,7 @@ fn unreadable_directory_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Let the tempdir be removed.
     open_up(&site.path().join("locked"), 0o755);
-    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert_eq!(out.status.code(), Some(6), "stderr:\n{stderr}");
     assert!(stderr.contains("locked"), "{stderr}");
     assert!(stderr.lines().any(|l| l.starts_with("hint: ")), "{stderr}");
     assert_store_untouched(home.path());

@@ -8,6 +8,9 @@ use crate::targets::{open_targets, runtime};
 
 pub fn run(g: &Global, a: PullArgs) -> Result<u8> {
     let store = open_store(g)?;
+    // Held until the pulled manifest is in index.json, so `gc` cannot delete the blobs it
+    // downloads or finds already there (see bundle::store).
+    let _writing = store.write_lock()?;
     let targets = open_targets(std::slice::from_ref(&a.from))?;
     let t = targets[0].clone();
     let jobs = replicator::push::Options::from_env().jobs;
