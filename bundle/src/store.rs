@@ -387,7 +387,12 @@ impl Store {
         for entry in fs::read_dir(&dir).map_err(Error::io("read directory", &dir))? {
             let entry = entry.map_err(Error::io("read directory", &dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let md = entry.metadata().map_err(Error::io("stat", entry.path()))?;
+            // A temporary file renamed or removed meanwhile by a writer outside the lock
+            // protocol is not an error.
+            let md = match entry.metadata() {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                r => r.map_err(Error::io("stat", entry.path()))?,
+            };
             let drop = if name.starts_with(".tmp-") {
                 md.modified()
                     .ok()
@@ -400,7 +405,10 @@ impl Store {
                 }
             };
             if drop {
-                fs::remove_file(entry.path()).map_err(Error::io("remove", entry.path()))?;
+                match fs::remove_file(entry.path()) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    r => r.map_err(Error::io("remove", entry.path()))?,
+                }
                 removed += 1;
                 freed += md.len();
             }
