@@ -29,10 +29,21 @@ use crate::store::Store;
 use crate::tar;
 use crate::walk::{walk, WalkOptions};
 
-/// Files at least this large are hashed through a memory map, in parallel over their chunks
-/// (BLAKE3's `update_mmap_rayon`): below it, one `read` is cheaper than setting up a mapping,
-/// and parallelism across files already keeps both cores busy.
-pub const MMAP_THRESHOLD: u64 = 4 * 1024 * 1024;
+/// Files at least this large are hashed in parallel over their chunks (BLAKE3's
+/// `update_rayon`), [`HASH_CHUNK`] at a time: below it, parallelism across files already keeps
+/// both cores busy.
+///
+/// They used to be hashed through a memory map (`update_mmap_rayon`). A file another process
+/// truncates while it is mapped turns the next access to a page past its end into SIGBUS, which
+/// killed `build` with no message (issue 8: exit 135 with a 4 MiB file truncated mid-hash). A
+/// site directory is written by a generator we do not control, so no input file is known to be
+/// immutable; `MAP_PRIVATE` does not help (pages not yet faulted in still come from the file).
+/// So build input is read with `read(2)` only, and a file that shrinks or grows is reported as
+/// [`Error::ChangedDuringBuild`].
+pub const PARALLEL_HASH_THRESHOLD: u64 = 4 * 1024 * 1024;
+/// How much of a large file is read before it is hashed in parallel; two such buffers are in
+/// flight, one being hashed while the next is read.
+pub const HASH_CHUNK: usize = 2 * 1024 * 1024;
 /// Read buffer for streaming file contents into layers.
 pub const COPY_BUFFER: usize = 256 * 1024;
 
@@ -47,8 +58,6 @@ pub struct BuildOptions {
     pub architecture: String,
     /// What the walk leaves out.
     pub walk: WalkOptions,
-    /// Hash large files through mmap.
-    pub use_mmap: bool,
     /// Use and update the build cache.
     pub use_cache: bool,
     /// Tags to give the bundle in the store.
@@ -62,7 +71,6 @@ impl Default for BuildOptions {
             os: "linux".into(),
             architecture: "amd64".into(),
             walk: WalkOptions::default(),
-            use_mmap: true,
             use_cache: true,
             tags: Vec::new(),
         }
@@ -130,8 +138,7 @@ pub fn build(
             let stamp = (f.size, f.stamp);
             let r = match file_cache.get(f.path.as_str(), &stamp) {
                 Some(h) => Ok((h, true)),
-                None => hash_file(&f.fs_path, f.path.as_str(), f.size, opts.use_mmap)
-                    .map(|h| (h, false)),
+                None => hash_file(&f.fs_path, f.path.as_str(), f.size).map(|h| (h, false)),
             };
             progress.advance(f.size);
             r
@@ -314,24 +321,64 @@ pub fn build(
 }
 
 /// BLAKE3 of one file; fails if its length is not the walked size.
-fn hash_file(fs_path: &Path, path: &str, size: u64, use_mmap: bool) -> Result<FileHash> {
+fn hash_file(fs_path: &Path, path: &str, size: u64) -> Result<FileHash> {
+    let changed = || Error::ChangedDuringBuild {
+        path: path.to_string(),
+    };
+    let f = open_input(fs_path, path)?;
     let mut hasher = blake3::Hasher::new();
-    if use_mmap && size >= MMAP_THRESHOLD {
-        hasher
-            .update_mmap_rayon(fs_path)
-            .map_err(Error::io("read", fs_path))?;
+    if size >= PARALLEL_HASH_THRESHOLD {
+        // Read the next chunk while the current one is hashed on both cores.
+        let mut f = f;
+        let (mut cur, mut next) = (vec![0u8; HASH_CHUNK], vec![0u8; HASH_CHUNK]);
+        let mut n = fill(&mut f, &mut cur).map_err(Error::io("read", fs_path))?;
+        while n > 0 {
+            if hasher.count() + n as u64 > size {
+                return Err(changed());
+            }
+            let (_, r) = rayon::join(
+                || {
+                    hasher.update_rayon(&cur[..n]);
+                },
+                || fill(&mut f, &mut next),
+            );
+            n = r.map_err(Error::io("read", fs_path))?;
+            std::mem::swap(&mut cur, &mut next);
+        }
     } else {
-        let f = File::open(fs_path).map_err(Error::io("read", fs_path))?;
+        // At most size + 1 bytes: a file that grew is caught without reading all of it.
         hasher
-            .update_reader(f)
+            .update_reader(f.take(size + 1))
             .map_err(Error::io("read", fs_path))?;
     }
     if hasher.count() != size {
-        return Err(Error::ChangedDuringBuild {
-            path: path.to_string(),
-        });
+        return Err(changed());
     }
     Ok(hasher.finalize().into())
+}
+
+/// Open a site file for reading; one that vanished since the walk changed during the build.
+fn open_input(fs_path: &Path, path: &str) -> Result<File> {
+    File::open(fs_path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Error::ChangedDuringBuild {
+            path: path.to_string(),
+        },
+        _ => Error::io("read", fs_path)(e),
+    })
+}
+
+/// Read into `buf` until it is full or the file ends; the number of bytes read.
+fn fill(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// The cache key of a layer: everything its blob bytes depend on.
@@ -463,7 +510,7 @@ fn copy_verified(
     buf: &mut [u8],
     progress: &dyn Progress,
 ) -> Result<()> {
-    let mut f = File::open(fs_path).map_err(Error::io("read", fs_path))?;
+    let mut f = open_input(fs_path, e.path.as_str())?;
     let mut hasher = blake3::Hasher::new();
     let mut left = e.size();
     loop {

@@ -204,8 +204,10 @@ pub struct BuildArgs {
     /// Do not use or update the build cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// Read files with read(2) only, never through a memory map.
-    #[arg(long)]
+    /// No effect, kept so existing scripts keep working: since issue 8 files are always read
+    /// with read(2), never through a memory map (a file truncated while mapped killed the build
+    /// with SIGBUS).
+    #[arg(long, hide = true)]
     pub no_mmap: bool,
 }
 

@@ -543,3 +543,85 @@ fn issue_8_12_import_of_a_repeated_manifest_is_linear() {
     assert!(e.contains("more than 256 distinct manifests"), "{e}");
     assert!(manifests(other.path()).is_empty());
 }
+
+// ---- item 7: build input that changes --------------------------------------------------------
+
+/// A 48 MiB file truncated and regrown in a loop by another thread while `build` runs, again
+/// and again: `build` never dies by a signal (it was SIGBUS, exit 135, through the mmap it hashed
+/// large files with), and when it fails it is the local exit code with a message naming the file.
+#[test]
+fn issue_8_7_file_truncated_during_build_is_a_clear_error() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const SIZE: u64 = 48 * 1024 * 1024;
+    let home = tempfile::tempdir().expect("tempdir");
+    let site = tempfile::tempdir().expect("tempdir");
+    write(site.path(), "index.html", b"<h1>video</h1>\n");
+    let big = site.path().join("media/movie.bin");
+    write(site.path(), "media/movie.bin", &noise(7, SIZE as usize));
+    let stop = AtomicBool::new(false);
+    let mut results = Vec::new();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = fs::OpenOptions::new().write(true).open(&big).expect("open");
+            while !stop.load(Ordering::Relaxed) {
+                // Shrink to 1 MiB, then grow back (a hole): pages past the end come and go.
+                f.set_len(1024 * 1024).expect("truncate");
+                std::thread::sleep(std::time::Duration::from_millis(3));
+                f.set_len(SIZE).expect("extend");
+                std::thread::sleep(std::time::Duration::from_millis(3));
+            }
+        });
+        // Collected, not asserted, in here: a panic would leave the truncating thread running
+        // and the scope waiting for it.
+        let mut failed = 0;
+        for attempt in 0..12 {
+            let out = sb(home.path())
+                .args(["build", "--no-cache"])
+                .arg(site.path())
+                .output()
+                .expect("run build");
+            let bad = out.status.signal().is_some() || !out.status.success();
+            failed += usize::from(bad);
+            results.push((attempt, out));
+            if failed >= 3 {
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let (mut failed, mut succeeded) = (0, 0);
+    for (attempt, out) in &results {
+        assert_eq!(
+            out.status.signal(),
+            None,
+            "attempt {attempt}: build killed by signal {:?}:\n{}",
+            out.status.signal(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (attempt, out) in &results {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            succeeded += 1;
+        } else {
+            failed += 1;
+            assert_eq!(out.status.code(), Some(6), "attempt {attempt}:\n{stderr}");
+            assert!(
+                stderr.contains("media/movie.bin"),
+                "does not name the file:\n{stderr}"
+            );
+            assert!(stderr.contains("changed while"), "{stderr}");
+        }
+    }
+    assert!(
+        failed > 0,
+        "the race was never hit ({succeeded} clean builds): the test proves nothing"
+    );
+    // No bundle was recorded by a failed build; every recorded one verifies.
+    for m in manifests(home.path()) {
+        let d = m["digest"].as_str().expect("digest").to_string();
+        let (c, _, e) = outcome(sb(home.path()).args(["verify", &d]));
+        assert_eq!(c, Some(0), "{e}");
+    }
+}
