@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -122,6 +123,10 @@ pub fn build(
         progress.warn(w);
     }
     let canon = std::fs::canonicalize(src).map_err(Error::io("resolve", src))?;
+    // Files are opened relative to this handle: a site path joined to the site's path may be
+    // longer than PATH_MAX (see `crate::dirfd`).
+    let root_fd = crate::dirfd::open_dir_path(&canon).map_err(Error::io("open", &canon))?;
+    let root = root_fd.as_fd();
     let mut file_cache = if opts.use_cache {
         FileCache::load(&store.cache_dir(), &canon)
     } else {
@@ -138,7 +143,7 @@ pub fn build(
             let stamp = (f.size, f.stamp);
             let r = match file_cache.get(f.path.as_str(), &stamp) {
                 Some(h) => Ok((h, true)),
-                None => hash_file(&f.fs_path, f.path.as_str(), f.size).map(|h| (h, false)),
+                None => hash_file(root, &f.fs_path, f.path.as_str(), f.size).map(|h| (h, false)),
             };
             progress.advance(f.size);
             r
@@ -214,6 +219,7 @@ pub fn build(
             s.spawn_fifo(move |_| {
                 let r = build_layer(
                     store,
+                    root,
                     canon,
                     index,
                     n,
@@ -321,11 +327,11 @@ pub fn build(
 }
 
 /// BLAKE3 of one file; fails if its length is not the walked size.
-fn hash_file(fs_path: &Path, path: &str, size: u64) -> Result<FileHash> {
+fn hash_file(root: BorrowedFd<'_>, fs_path: &Path, path: &str, size: u64) -> Result<FileHash> {
     let changed = || Error::ChangedDuringBuild {
         path: path.to_string(),
     };
-    let f = open_input(fs_path, path)?;
+    let f = open_input(root, fs_path, path)?;
     let mut hasher = blake3::Hasher::new();
     if size >= PARALLEL_HASH_THRESHOLD {
         // Read the next chunk while the current one is hashed on both cores.
@@ -357,13 +363,19 @@ fn hash_file(fs_path: &Path, path: &str, size: u64) -> Result<FileHash> {
     Ok(hasher.finalize().into())
 }
 
-/// Open a site file for reading; one that vanished since the walk changed during the build.
-fn open_input(fs_path: &Path, path: &str) -> Result<File> {
-    File::open(fs_path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => Error::ChangedDuringBuild {
-            path: path.to_string(),
-        },
-        _ => Error::io("read", fs_path)(e),
+/// Open site file `path` for reading, relative to the site root's handle and without following
+/// a symlink. A file that vanished, or became a symlink, since the walk changed during the build.
+fn open_input(root: BorrowedFd<'_>, fs_path: &Path, path: &str) -> Result<File> {
+    crate::dirfd::open_file(root, path).map_err(|e| {
+        let changed = e.kind() == io::ErrorKind::NotFound
+            || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error());
+        if changed {
+            Error::ChangedDuringBuild {
+                path: path.to_string(),
+            }
+        } else {
+            Error::io("read", fs_path)(e)
+        }
     })
 }
 
@@ -412,6 +424,7 @@ fn layer_key(
 #[allow(clippy::too_many_arguments)]
 fn build_layer(
     store: &Store,
+    root: BorrowedFd<'_>,
     src: &Path,
     index: &Index,
     n: u32,
@@ -454,7 +467,15 @@ fn build_layer(
         tar::write_header(&mut out, &layout::header(m)).map_err(werr)?;
         if let Member::File(e) = m {
             let fs_path: PathBuf = src.join(e.path.as_str());
-            copy_verified(store.root(), &fs_path, e, &mut out, &mut buf, progress)?;
+            copy_verified(
+                store.root(),
+                root,
+                &fs_path,
+                e,
+                &mut out,
+                &mut buf,
+                progress,
+            )?;
             out.write_all(&[0u8; tar::BLOCK][..tar::padding(e.size())])
                 .map_err(werr)?;
         }
@@ -504,13 +525,14 @@ impl ContextPool {
 /// Stream a file into the tar, hashing as it goes; fail if it is not what the index says.
 fn copy_verified(
     store_root: &Path,
+    root: BorrowedFd<'_>,
     fs_path: &Path,
     e: &Entry,
     out: &mut impl Write,
     buf: &mut [u8],
     progress: &dyn Progress,
 ) -> Result<()> {
-    let mut f = open_input(fs_path, e.path.as_str())?;
+    let mut f = open_input(root, fs_path, e.path.as_str())?;
     let mut hasher = blake3::Hasher::new();
     let mut left = e.size();
     loop {

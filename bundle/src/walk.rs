@@ -8,13 +8,18 @@
 //! documented ways around a refusal.
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use regex::RegexSet;
 use unicode_normalization::UnicodeNormalization;
 
+use crate::dirfd;
 use crate::error::{Error, SymlinkProblem};
 use crate::path::SitePath;
 
@@ -32,7 +37,8 @@ pub struct WalkOptions {
 pub struct WalkedFile {
     /// Path inside the site.
     pub path: SitePath,
-    /// Path on disk.
+    /// Path on disk, for messages (the build opens the file relative to the site root's handle:
+    /// this path may be longer than PATH_MAX).
     pub fs_path: PathBuf,
     /// Size from `lstat`.
     pub size: u64,
@@ -67,29 +73,38 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked, Error> {
     }
     let canon_root = fs::canonicalize(root).map_err(Error::io("resolve", root))?;
     let exclude = Excluder::new(&opts.exclude)?;
+    // Everything below the root is reached relative to this handle (see `crate::dirfd`): a
+    // site path joined to the root's path may be longer than PATH_MAX.
+    let root_fd = dirfd::open_dir_path(root).map_err(Error::io("open", root))?;
     let mut out = Walked::default();
-    let mut stack: Vec<(PathBuf, Option<SitePath>)> = vec![(root.to_path_buf(), None)];
-    while let Some((dir, site_dir)) = stack.pop() {
-        let mut children = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(Error::io("read directory", &dir))? {
-            let entry = entry.map_err(Error::io("read directory", &dir))?;
-            children.push(entry);
+    let mut stack: Vec<Option<SitePath>> = vec![None];
+    while let Some(site_dir) = stack.pop() {
+        let rel = site_dir.as_ref().map(|d| d.as_str()).unwrap_or("");
+        let dir = root.join(rel);
+        let dir_fd =
+            dirfd::open_dir(root_fd.as_fd(), rel).map_err(Error::io("read directory", &dir))?;
+        let mut children: Vec<OsString> = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&dir_fd)
+            .map_err(|e| Error::io("read directory", &dir)(e.into()))?
+        {
+            let entry = entry.map_err(|e| Error::io("read directory", &dir)(e.into()))?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                children.push(OsStr::from_bytes(name).to_os_string());
+            }
         }
-        children.sort_by_key(|a| a.file_name());
+        children.sort();
         let mut normalized: HashMap<String, String> = HashMap::new();
         // Subdirectories are pushed in reverse so they pop in sorted order (cosmetic: the index
         // is sorted again anyway).
         let mut subdirs = Vec::new();
         // Distinct names can only collide under NFC if one of them is not already in NFC: in
         // the usual directory (all NFC) skip building the normalized map.
-        let check_nfc = !children.iter().all(|c| {
-            c.file_name()
-                .to_str()
-                .is_some_and(unicode_normalization::is_nfc)
-        });
-        for entry in children {
-            let fs_path = entry.path();
-            let name = entry.file_name();
+        let check_nfc = !children
+            .iter()
+            .all(|c| c.to_str().is_some_and(unicode_normalization::is_nfc));
+        for name in children {
+            let fs_path = dir.join(&name);
             let name = name.to_str().ok_or_else(|| Error::NonUtf8Name {
                 path: fs_path.to_string_lossy().into_owned(),
             })?;
@@ -112,50 +127,60 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked, Error> {
                     second: path.to_string(),
                 });
             }
-            // `DirEntry::metadata` is an `lstat` relative to the open directory: the kernel does
-            // not resolve the whole path again.
-            let md = entry.metadata().map_err(Error::io("stat", &fs_path))?;
-            let ft = md.file_type();
-            if ft.is_dir() {
-                out.dirs.push(path.clone());
-                subdirs.push((fs_path, Some(path)));
-            } else if ft.is_file() {
-                out.files.push(WalkedFile {
-                    path,
-                    fs_path,
-                    size: md.len(),
-                    executable: md.mode() & 0o111 != 0,
-                    stamp: (
-                        md.dev(),
-                        md.ino(),
-                        i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
-                        i128::from(md.ctime()) * 1_000_000_000 + i128::from(md.ctime_nsec()),
-                    ),
-                });
-            } else if ft.is_symlink() {
-                match check_symlink(&canon_root, &fs_path, &path) {
-                    Ok(target) => out.symlinks.push((path, target)),
-                    Err(e @ Error::BadSymlink { .. }) if opts.drop_bad_symlinks => {
-                        out.warnings.push(format!("dropped {e}"));
-                    }
-                    Err(e) => return Err(e),
+            // An `lstat` relative to the open directory: the kernel does not resolve the whole
+            // path again, and the path may be longer than PATH_MAX.
+            let st = rustix::fs::statat(&dir_fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| Error::io("stat", &fs_path)(e.into()))?;
+            let ft = FileType::from_raw_mode(st.st_mode);
+            match ft {
+                FileType::Directory => {
+                    out.dirs.push(path.clone());
+                    subdirs.push(Some(path));
                 }
-            } else {
-                let kind = if ft.is_fifo() {
-                    "fifo"
-                } else if ft.is_socket() {
-                    "socket"
-                } else if ft.is_block_device() {
-                    "block device"
-                } else if ft.is_char_device() {
-                    "character device"
-                } else {
-                    "special file"
-                };
-                return Err(Error::SpecialFile {
-                    path: path.to_string(),
-                    kind,
-                });
+                FileType::RegularFile => {
+                    out.files.push(WalkedFile {
+                        path,
+                        fs_path,
+                        size: st.st_size as u64,
+                        executable: st.st_mode & 0o111 != 0,
+                        stamp: (
+                            st.st_dev,
+                            st.st_ino,
+                            i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec),
+                            i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec),
+                        ),
+                    });
+                }
+                FileType::Symlink => {
+                    match check_symlink(
+                        root_fd.as_fd(),
+                        &canon_root,
+                        &dir_fd,
+                        rel,
+                        name,
+                        &fs_path,
+                        &path,
+                    ) {
+                        Ok(target) => out.symlinks.push((path, target)),
+                        Err(e @ Error::BadSymlink { .. }) if opts.drop_bad_symlinks => {
+                            out.warnings.push(format!("dropped {e}"));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                other => {
+                    let kind = match other {
+                        FileType::Fifo => "fifo",
+                        FileType::Socket => "socket",
+                        FileType::BlockDevice => "block device",
+                        FileType::CharacterDevice => "character device",
+                        _ => "special file",
+                    };
+                    return Err(Error::SpecialFile {
+                        path: path.to_string(),
+                        kind,
+                    });
+                }
             }
         }
         stack.extend(subdirs.into_iter().rev());
@@ -170,11 +195,27 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked, Error> {
 
 /// Check a symlink: relative, lexically inside the site, and its target (followed through any
 /// further links) exists inside the site.
-fn check_symlink(canon_root: &Path, fs_path: &Path, path: &SitePath) -> Result<String, Error> {
-    let raw = fs::read_link(fs_path).map_err(Error::io("read link", fs_path))?;
+///
+/// The physical check resolves `<link's directory>/<target>` relative to the site root's handle
+/// with `openat2(RESOLVE_BENEATH)`: the kernel follows every link on the way, and refuses with
+/// `EXDEV` any step (a `..`, an absolute link) that leaves the root, and with `ENOENT`/`ELOOP` a
+/// target that does not exist or loops. Where `openat2` is missing (Linux < 5.6, or a seccomp
+/// filter), the full path is resolved with `canonicalize` and compared, as before.
+fn check_symlink(
+    root_fd: BorrowedFd<'_>,
+    canon_root: &Path,
+    dir_fd: &OwnedFd,
+    dir_rel: &str,
+    name: &str,
+    fs_path: &Path,
+    path: &SitePath,
+) -> Result<String, Error> {
+    use rustix::io::Errno;
+    let raw = rustix::fs::readlinkat(dir_fd, name, Vec::new())
+        .map_err(|e| Error::io("read link", fs_path)(e.into()))?;
     let target = raw
         .to_str()
-        .ok_or_else(|| Error::NonUtf8Name {
+        .map_err(|_| Error::NonUtf8Name {
             path: fs_path.to_string_lossy().into_owned(),
         })?
         .to_string();
@@ -184,11 +225,33 @@ fn check_symlink(canon_root: &Path, fs_path: &Path, path: &SitePath) -> Result<S
         target: target.clone(),
         problem,
     };
-    let resolved = fs::canonicalize(fs_path).map_err(|_| bad(SymlinkProblem::Dangling))?;
-    if !resolved.starts_with(canon_root) {
-        return Err(bad(SymlinkProblem::Escapes));
+    let joined = if dir_rel.is_empty() {
+        target.clone()
+    } else {
+        format!("{dir_rel}/{target}")
+    };
+    let how = rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_MAGICLINKS;
+    match rustix::fs::openat2(
+        root_fd,
+        joined.as_str(),
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        how,
+    ) {
+        Ok(_) => Ok(target),
+        Err(Errno::XDEV) => Err(bad(SymlinkProblem::Escapes)),
+        Err(Errno::NOENT) | Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
+            Err(bad(SymlinkProblem::Dangling))
+        }
+        Err(Errno::NOSYS) | Err(Errno::PERM) => {
+            let resolved = fs::canonicalize(fs_path).map_err(|_| bad(SymlinkProblem::Dangling))?;
+            if !resolved.starts_with(canon_root) {
+                return Err(bad(SymlinkProblem::Escapes));
+            }
+            Ok(target)
+        }
+        Err(e) => Err(Error::io("resolve link", fs_path)(e.into())),
     }
-    Ok(target)
 }
 
 /// Match a site path against a glob: `*` matches within one component, `**` any number of

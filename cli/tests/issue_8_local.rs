@@ -625,3 +625,134 @@ fn issue_8_7_file_truncated_during_build_is_a_clear_error() {
         assert_eq!(c, Some(0), "{e}");
     }
 }
+
+// ---- item 8: filesystem limits ----------------------------------------------------------------
+
+/// 70,000 copies of one file (the bundle stores them as hard links to one member) extract onto
+/// a real ext4, whose limit is 65,000 links per inode: past it, extract makes a copy and links
+/// the rest to that. Before issue 8, extraction failed with "Too many links".
+#[test]
+fn issue_8_8_more_copies_than_ext4_links_extract() {
+    const COPIES: usize = 70_000;
+    let home = tempfile::tempdir().expect("tempdir");
+    let site = tempfile::tempdir().expect("tempdir");
+    let body = b"<p>the same page, again</p>\n";
+    for d in 0..7 {
+        let dir = site.path().join(format!("d{d}"));
+        fs::create_dir_all(&dir).expect("mkdir");
+        for i in 0..COPIES / 7 {
+            fs::write(dir.join(format!("p{i}.html")), body).expect("write copy");
+        }
+    }
+    write(site.path(), "index.html", b"<h1>copies</h1>\n");
+    build(home.path(), site.path(), &["--tag", "copies"]);
+    let ext4 = Mount::ext4(96, 8192);
+    let dest = ext4.path().join("site");
+    let (code, stdout, stderr) = outcome(sb(home.path()).arg("extract").arg("copies").arg(&dest));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let mut count = 0;
+    let mut inodes = std::collections::BTreeSet::new();
+    for d in 0..7 {
+        for e in fs::read_dir(dest.join(format!("d{d}"))).expect("read_dir") {
+            let p = e.expect("entry").path();
+            assert_eq!(fs::read(&p).expect("read copy"), body, "{}", p.display());
+            inodes.insert(std::os::unix::fs::MetadataExt::ino(
+                &fs::metadata(&p).expect("stat"),
+            ));
+            count += 1;
+        }
+    }
+    assert_eq!(count, COPIES);
+    assert!(inodes.len() >= 2, "70,000 links to one inode on ext4?");
+    assert!(
+        inodes.len() <= 3,
+        "copies were not linked to each other: {} inodes",
+        inodes.len()
+    );
+}
+
+/// Python's `os` calls with `dir_fd`: a relative step at a time, no full path handed to the
+/// kernel (`sh`'s `cd` gives up past PATH_MAX).
+const DEEP_PY: &str = r#"
+import os, sys
+mode, base, name = sys.argv[1], sys.argv[2], sys.argv[3]
+comps = sys.argv[4:]
+fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+for c in comps:
+    if mode == "write":
+        os.mkdir(c, dir_fd=fd)
+    nfd = os.open(c, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+    os.close(fd)
+    fd = nfd
+if mode == "write":
+    f = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
+    os.write(f, sys.stdin.buffer.read())
+else:
+    f = os.open(name, os.O_RDONLY, dir_fd=fd)
+    sys.stdout.buffer.write(os.read(f, 1 << 20))
+"#;
+
+/// Make directory components `comps` below `base` and write `body` into `name` at the bottom.
+fn deep_write(base: &Path, comps: &[String], name: &str, body: &str) {
+    use std::io::Write as _;
+    let mut child = Command::new("python3")
+        .args(["-c", DEEP_PY, "write"])
+        .arg(base)
+        .arg(name)
+        .args(comps)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("write stdin");
+    assert!(child.wait().expect("wait").success(), "deep_write failed");
+}
+
+/// Read `name` at the bottom of `comps` below `base`.
+fn deep_read(base: &Path, comps: &[String], name: &str) -> String {
+    let out = run_ok(
+        Command::new("python3")
+            .args(["-c", DEEP_PY, "read"])
+            .arg(base)
+            .arg(name)
+            .args(comps),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A site holding a 4,000-byte path, in a site directory deep enough that the absolute path of
+/// that file is longer than PATH_MAX (4,096): build, verify and extract work (they open relative
+/// to directory handles), and the extracted file holds the right bytes.
+#[test]
+fn issue_8_8_paths_up_to_4096_bytes_build_and_extract() {
+    let work = tempfile::tempdir().expect("tempdir");
+    // The site and DEST sit 500 bytes deep.
+    let deep = work.path().join("w".repeat(250)).join("x".repeat(250));
+    fs::create_dir_all(&deep).expect("mkdir");
+    let site = deep.join("site");
+    fs::create_dir(&site).expect("mkdir site");
+    write(&site, "index.html", b"<h1>deep</h1>\n");
+    let comps: Vec<String> = (0..15)
+        .map(|i| format!("{i:02}{}", "p".repeat(248)))
+        .collect();
+    let name = format!("{}.html", "n".repeat(200));
+    let rel: String = format!("{}/{name}", comps.join("/"));
+    assert!(rel.len() >= 3900 && rel.len() <= 4096, "{}", rel.len());
+    assert!(site.join(&rel).as_os_str().len() > 4096);
+    deep_write(&site, &comps, &name, "deep content\n");
+    let home = tempfile::tempdir().expect("tempdir");
+    build(home.path(), &site, &["--tag", "deep"]);
+    let (code, ls, e) = outcome(sb(home.path()).args(["ls", "deep"]));
+    assert_eq!(code, Some(0), "{e}");
+    assert!(ls.contains(&rel), "the long path is not in the bundle");
+    let (code, _, e) = outcome(sb(home.path()).args(["verify", "deep"]));
+    assert_eq!(code, Some(0), "{e}");
+    let dest = deep.join("dest");
+    let (code, _, e) = outcome(sb(home.path()).arg("extract").arg("deep").arg(&dest));
+    assert_eq!(code, Some(0), "{e}");
+    assert_eq!(deep_read(&dest, &comps, &name), "deep content\n");
+}
