@@ -669,6 +669,38 @@ fn issue_8_8_more_copies_than_ext4_links_extract() {
         "copies were not linked to each other: {} inodes",
         inodes.len()
     );
+
+    // sitebundle-init installs through the same extraction: from a file:// origin onto ext4.
+    let init = assert_cmd::cargo::cargo_bin("sitebundle-init");
+    assert!(
+        init.exists(),
+        "{} is missing: build it with `cargo build --workspace --bins` (scripts/test does)",
+        init.display()
+    );
+    let origin = format!("file://{}", home.path().join("origin").display());
+    let (code, _, e) = outcome(sb(home.path()).args(["push", "copies", "--to", &origin]));
+    assert_eq!(code, Some(0), "{e}");
+    let (code, id, e) = outcome(sb(home.path()).args(["inspect", "--json", "copies"]));
+    assert_eq!(code, Some(0), "{e}");
+    let id: serde_json::Value = serde_json::from_str(&id).expect("inspect --json");
+    // By manifest digest: a bundle id is resolved through a channel, and none was pushed.
+    let id = id["manifest"].as_str().expect("manifest").to_string();
+    let dest = ext4.path().join("init");
+    let out = Command::new(&init)
+        .args(["--origin", &origin, "--digest", &id, "--dest"])
+        .arg(&dest)
+        .output()
+        .expect("run sitebundle-init");
+    assert!(
+        out.status.success(),
+        "sitebundle-init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let installed = dest.join("current/d6");
+    assert_eq!(
+        fs::read_dir(&installed).expect("installed tree").count(),
+        COPIES / 7
+    );
 }
 
 /// Python's `os` calls with `dir_fd`: a relative step at a time, no full path handed to the
