@@ -240,8 +240,8 @@ fn issue_8_5_disk_full_while_extracting_is_local() {
     assert_eq!(code, Some(0), "{stderr}");
 }
 
-/// A store on a full filesystem: build and import stop with the local I/O code, naming the
-/// store, and add no bundle.
+/// A store on a full filesystem: build, import and pull stop with the local I/O code, naming
+/// the store, and add no bundle.
 #[test]
 fn issue_8_5_disk_full_in_the_store_is_local() {
     let site = tempfile::tempdir().expect("tempdir");
@@ -259,6 +259,14 @@ fn issue_8_5_disk_full_in_the_store_is_local() {
     let (code, _, stderr) = outcome(sb(home.path()).args(["export", "big", "-o"]).arg(&tar));
     assert_eq!(code, Some(0), "{stderr}");
     let (code, _, stderr) = outcome(sb(&store).arg("import").arg(&tar));
+    assert_local_error(code, &stderr, &store, "disk full");
+    assert!(manifests(&store).is_empty(), "a bundle was recorded");
+    // pull from a file:// origin into the full store.
+    let origin = format!("file://{}", home.path().join("origin").display());
+    let (code, _, e) =
+        outcome(sb(home.path()).args(["push", "big", "--to", &origin, "--channel", "prod"]));
+    assert_eq!(code, Some(0), "{e}");
+    let (code, _, stderr) = outcome(sb(&store).args(["pull", "prod", "--from", &origin]));
     assert_local_error(code, &stderr, &store, "disk full");
     assert!(manifests(&store).is_empty(), "a bundle was recorded");
 }
