@@ -1,14 +1,14 @@
 //! `extract`: materialize a bundle as a directory, atomically.
 //!
 //! Everything is written into a temporary sibling of the destination (`.<name>.sitebundle-*`),
-//! checked as it is written (see [`crate::check`]), flushed with one `syncfs`, and only then
+//! checked as it is written (see `crate::check`), flushed with one `syncfs`, and only then
 //! renamed into place: on any failure the staging directory is removed and the destination is as
 //! it was. An existing non-empty destination is replaced only when asked, by an atomic
 //! `renameat2(RENAME_EXCHANGE)`, so a web server reading it sees the old tree or the new one.
 //!
 //! Inside staging, files are created with `O_CREAT | O_EXCL | O_NOFOLLOW` below directories this
 //! code created, and symlinks are created last, after every file: no write can go through a link.
-//! Every path below staging is reached relative to its directory handle ([`crate::dirfd`]), so
+//! Every path below staging is reached relative to its directory handle (`crate::dirfd`), so
 //! paths up to the spec's 4,096 bytes extract wherever DEST is. A hard link that would pass the
 //! filesystem's link limit (`EMLINK`) becomes a copy.
 

@@ -70,7 +70,9 @@ pub enum Command {
     Tag(TagArgs),
     /// Remove bundles (with all their tags) from the local store; `gc` then frees their blobs.
     Rm(RmArgs),
-    /// Delete blobs of the local store that no bundle references.
+    /// Delete blobs of the local store that no bundle references. Waits until no build, pull,
+    /// import or tag is running on the store (they hold its lock), so it never deletes what they
+    /// are writing.
     Gc,
     /// Make a bundle complete on every target, then (only then) move a channel on all of them.
     Push(PushArgs),
