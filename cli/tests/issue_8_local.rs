@@ -796,3 +796,133 @@ fn issue_8_8_paths_up_to_4096_bytes_build_and_extract() {
     assert_eq!(code, Some(0), "{e}");
     assert_eq!(deep_read(&dest, &comps, &name), "deep content\n");
 }
+
+/// The real nginx, its worker running as `nobody` (as packaged nginx runs as `www-data`), serves
+/// what `push` wrote to a `file://` target under umask 022: `index.json`, the channel record,
+/// its history, the blobs. (The shared test nginx runs its worker as root, which reads anything:
+/// this one is started here for that reason.) Before issue 8 it answered 403 for `index.json`
+/// and `channels/*.json`.
+#[test]
+fn issue_8_9_nginx_as_another_user_serves_a_file_target() {
+    require_root("starting nginx with `user nobody`");
+    let work = tempfile::tempdir().expect("tempdir");
+    fs::set_permissions(work.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let home = work.path().join("store");
+    let site = work.path().join("site");
+    sample_site(&site);
+    let target = work.path().join("origin");
+    let url = format!("file://{}", target.display());
+    for args in [
+        vec!["build", "--tag", "v1", site.to_str().expect("utf-8")],
+        vec!["push", "v1", "--to", &url, "--channel", "prod"],
+    ] {
+        let out = sb_umask(&home, "022").args(&args).output().expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let conf_dir = work.path().join("nginx");
+    fs::create_dir(&conf_dir).expect("mkdir");
+    let d = conf_dir.display();
+    let conf = format!(
+        "user nobody nogroup;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log warn;\nevents {{ worker_connections 16; }}\nhttp {{\n  \
+         access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
+         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
+         server {{ listen 127.0.0.1:{port}; root {}; }}\n}}\n",
+        target.display()
+    );
+    fs::write(conf_dir.join("nginx.conf"), conf).expect("write nginx.conf");
+    let nginx = Command::new("nginx")
+        .arg("-p")
+        .arg(&conf_dir)
+        .arg("-c")
+        .arg(conf_dir.join("nginx.conf"))
+        .arg("-e")
+        .arg(conf_dir.join("error.log"))
+        .spawn()
+        .expect("start nginx");
+    /// Stops the nginx this test started (SIGQUIT to its master: it ends its workers).
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        #[allow(unsafe_code)]
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on the pid of our own child.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGQUIT) };
+            let _ = self.0.wait();
+        }
+    }
+    let nginx = Stop(nginx);
+    let get = |path: &str| -> String {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
+            .arg(format!("http://127.0.0.1:{port}/{path}"))
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Bounded wait for the listener (not a timing assertion: it only has to come up).
+    let mut up = false;
+    for _ in 0..100 {
+        if get("oci-layout") != "000" {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        up,
+        "nginx did not start: {}",
+        fs::read_to_string(conf_dir.join("error.log")).unwrap_or_default()
+    );
+    // The premise: its worker is not root.
+    let ps = run_ok(Command::new("ps").args(["-o", "user=", "--ppid", &nginx.0.id().to_string()]));
+    let users = String::from_utf8_lossy(&ps.stdout).into_owned();
+    assert!(
+        !users.trim().is_empty() && users.lines().all(|u| u.trim() == "nobody"),
+        "nginx workers run as {users:?}"
+    );
+    let history: Vec<String> = fs::read_dir(target.join("history/prod"))
+        .expect("history")
+        .map(|e| {
+            format!(
+                "history/prod/{}",
+                e.expect("entry").file_name().to_string_lossy()
+            )
+        })
+        .collect();
+    let blob = fs::read_dir(target.join("blobs/sha256"))
+        .expect("blobs")
+        .map(|e| {
+            format!(
+                "blobs/sha256/{}",
+                e.expect("entry").file_name().to_string_lossy()
+            )
+        })
+        .next()
+        .expect("a blob");
+    let mut paths = vec![
+        "index.json".to_string(),
+        "oci-layout".into(),
+        "channels/prod.json".into(),
+        blob,
+    ];
+    paths.extend(history);
+    for p in &paths {
+        assert_eq!(get(p), "200", "nginx (as nobody) cannot serve {p}");
+    }
+}
