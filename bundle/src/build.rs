@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -29,10 +30,21 @@ use crate::store::Store;
 use crate::tar;
 use crate::walk::{walk, WalkOptions};
 
-/// Files at least this large are hashed through a memory map, in parallel over their chunks
-/// (BLAKE3's `update_mmap_rayon`): below it, one `read` is cheaper than setting up a mapping,
-/// and parallelism across files already keeps both cores busy.
-pub const MMAP_THRESHOLD: u64 = 4 * 1024 * 1024;
+/// Files at least this large are hashed in parallel over their chunks (BLAKE3's
+/// `update_rayon`), [`HASH_CHUNK`] at a time: below it, parallelism across files already keeps
+/// both cores busy.
+///
+/// They used to be hashed through a memory map (`update_mmap_rayon`). A file another process
+/// truncates while it is mapped turns the next access to a page past its end into SIGBUS, which
+/// killed `build` with no message (issue 8: exit 135 with a 4 MiB file truncated mid-hash). A
+/// site directory is written by a generator we do not control, so no input file is known to be
+/// immutable; `MAP_PRIVATE` does not help (pages not yet faulted in still come from the file).
+/// So build input is read with `read(2)` only, and a file that shrinks or grows is reported as
+/// [`Error::ChangedDuringBuild`].
+pub const PARALLEL_HASH_THRESHOLD: u64 = 4 * 1024 * 1024;
+/// How much of a large file is read before it is hashed in parallel; two such buffers are in
+/// flight, one being hashed while the next is read.
+pub const HASH_CHUNK: usize = 2 * 1024 * 1024;
 /// Read buffer for streaming file contents into layers.
 pub const COPY_BUFFER: usize = 256 * 1024;
 
@@ -47,8 +59,6 @@ pub struct BuildOptions {
     pub architecture: String,
     /// What the walk leaves out.
     pub walk: WalkOptions,
-    /// Hash large files through mmap.
-    pub use_mmap: bool,
     /// Use and update the build cache.
     pub use_cache: bool,
     /// Tags to give the bundle in the store.
@@ -62,7 +72,6 @@ impl Default for BuildOptions {
             os: "linux".into(),
             architecture: "amd64".into(),
             walk: WalkOptions::default(),
-            use_mmap: true,
             use_cache: true,
             tags: Vec::new(),
         }
@@ -123,11 +132,18 @@ pub fn build(
     for t in &opts.tags {
         crate::store::validate_tag(t)?;
     }
+    // From before the layer cache looks at which blobs exist until the manifest is in
+    // index.json: `gc` cannot delete what this build writes or reuses (see `crate::store`).
+    let _writing = store.write_lock()?;
     let walked = walk(src, &opts.walk)?;
     for w in &walked.warnings {
         progress.warn(w);
     }
     let canon = std::fs::canonicalize(src).map_err(Error::io("resolve", src))?;
+    // Files are opened relative to this handle: a site path joined to the site's path may be
+    // longer than PATH_MAX (see `crate::dirfd`).
+    let root_fd = crate::dirfd::open_dir_path(&canon).map_err(Error::io("open", &canon))?;
+    let root = root_fd.as_fd();
     let mut file_cache = if opts.use_cache {
         FileCache::load(&store.cache_dir(), &canon)
     } else {
@@ -144,8 +160,7 @@ pub fn build(
             let stamp = (f.size, f.stamp);
             let r = match file_cache.get(f.path.as_str(), &stamp) {
                 Some(h) => Ok((h, true)),
-                None => hash_file(&f.fs_path, f.path.as_str(), f.size, opts.use_mmap)
-                    .map(|h| (h, false)),
+                None => hash_file(root, &f.fs_path, f.path.as_str(), f.size).map(|h| (h, false)),
             };
             progress.advance(f.size);
             r
@@ -224,6 +239,7 @@ pub fn build(
             s.spawn_fifo(move |_| {
                 let r = build_layer(
                     store,
+                    root,
                     canon,
                     index,
                     n,
@@ -331,24 +347,70 @@ pub fn build(
 }
 
 /// BLAKE3 of one file; fails if its length is not the walked size.
-fn hash_file(fs_path: &Path, path: &str, size: u64, use_mmap: bool) -> Result<FileHash> {
+fn hash_file(root: BorrowedFd<'_>, fs_path: &Path, path: &str, size: u64) -> Result<FileHash> {
+    let changed = || Error::ChangedDuringBuild {
+        path: path.to_string(),
+    };
+    let f = open_input(root, fs_path, path)?;
     let mut hasher = blake3::Hasher::new();
-    if use_mmap && size >= MMAP_THRESHOLD {
-        hasher
-            .update_mmap_rayon(fs_path)
-            .map_err(Error::io("read", fs_path))?;
+    if size >= PARALLEL_HASH_THRESHOLD {
+        // Read the next chunk while the current one is hashed on both cores.
+        let mut f = f;
+        let (mut cur, mut next) = (vec![0u8; HASH_CHUNK], vec![0u8; HASH_CHUNK]);
+        let mut n = fill(&mut f, &mut cur).map_err(Error::io("read", fs_path))?;
+        while n > 0 {
+            if hasher.count() + n as u64 > size {
+                return Err(changed());
+            }
+            let (_, r) = rayon::join(
+                || {
+                    hasher.update_rayon(&cur[..n]);
+                },
+                || fill(&mut f, &mut next),
+            );
+            n = r.map_err(Error::io("read", fs_path))?;
+            std::mem::swap(&mut cur, &mut next);
+        }
     } else {
-        let f = File::open(fs_path).map_err(Error::io("read", fs_path))?;
+        // At most size + 1 bytes: a file that grew is caught without reading all of it.
         hasher
-            .update_reader(f)
+            .update_reader(f.take(size + 1))
             .map_err(Error::io("read", fs_path))?;
     }
     if hasher.count() != size {
-        return Err(Error::ChangedDuringBuild {
-            path: path.to_string(),
-        });
+        return Err(changed());
     }
     Ok(hasher.finalize().into())
+}
+
+/// Open site file `path` for reading, relative to the site root's handle and without following
+/// a symlink. A file that vanished, or became a symlink, since the walk changed during the build.
+fn open_input(root: BorrowedFd<'_>, fs_path: &Path, path: &str) -> Result<File> {
+    crate::dirfd::open_file(root, path).map_err(|e| {
+        let changed = e.kind() == io::ErrorKind::NotFound
+            || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error());
+        if changed {
+            Error::ChangedDuringBuild {
+                path: path.to_string(),
+            }
+        } else {
+            Error::io("read", fs_path)(e)
+        }
+    })
+}
+
+/// Read into `buf` until it is full or the file ends; the number of bytes read.
+fn fill(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// The cache key of a layer: everything its blob bytes depend on.
@@ -382,6 +444,7 @@ fn layer_key(
 #[allow(clippy::too_many_arguments)]
 fn build_layer(
     store: &Store,
+    root: BorrowedFd<'_>,
     src: &Path,
     index: &Index,
     n: u32,
@@ -424,7 +487,15 @@ fn build_layer(
         tar::write_header(&mut out, &layout::header(m)).map_err(werr)?;
         if let Member::File(e) = m {
             let fs_path: PathBuf = src.join(e.path.as_str());
-            copy_verified(&fs_path, e, &mut out, &mut buf, progress)?;
+            copy_verified(
+                store.root(),
+                root,
+                &fs_path,
+                e,
+                &mut out,
+                &mut buf,
+                progress,
+            )?;
             out.write_all(&[0u8; tar::BLOCK][..tar::padding(e.size())])
                 .map_err(werr)?;
         }
@@ -473,13 +544,15 @@ impl ContextPool {
 
 /// Stream a file into the tar, hashing as it goes; fail if it is not what the index says.
 fn copy_verified(
+    store_root: &Path,
+    root: BorrowedFd<'_>,
     fs_path: &Path,
     e: &Entry,
     out: &mut impl Write,
     buf: &mut [u8],
     progress: &dyn Progress,
 ) -> Result<()> {
-    let mut f = File::open(fs_path).map_err(Error::io("read", fs_path))?;
+    let mut f = open_input(root, fs_path, e.path.as_str())?;
     let mut hasher = blake3::Hasher::new();
     let mut left = e.size();
     loop {
@@ -498,9 +571,10 @@ fn copy_verified(
             });
         }
         hasher.update(&buf[..got]);
+        // A write error is the store's (disk full, ...), not the site file's.
         out.write_all(&buf[..got]).map_err(|err| Error::Io {
-            op: "write layer for",
-            path: fs_path.to_path_buf(),
+            op: "write layer blob in",
+            path: store_root.to_path_buf(),
             source: err,
         })?;
         left -= got as u64;

@@ -16,10 +16,12 @@
 //! stream: one site, one byte form, one `diff_id`, with no second hash over the contents.
 
 use std::io::{self, BufReader, Read, Write};
+use std::path::PathBuf;
 
 use crate::digest::{FileHash, HashingReader};
 use crate::error::{Error, Result};
 use crate::index::Entry;
+use crate::iotrap::{IoSide, IoTrap};
 use crate::layout::{self, Member};
 use crate::reader::{Bundle, LayerDecoder};
 use crate::store::BlobSource;
@@ -37,6 +39,10 @@ pub(crate) trait MemberSink {
     fn hardlink(&mut self, _e: &Entry, _canon: &Entry) -> Result<()> {
         Ok(())
     }
+    /// Where the content of `e` is written, for an I/O error message.
+    fn location(&self, e: &Entry) -> PathBuf {
+        e.path.as_str().into()
+    }
 }
 
 /// A sink that only verifies.
@@ -50,6 +56,13 @@ impl MemberSink for VerifyOnly {
 
 /// Read layer `n` of `bundle` from `source`, checking everything, feeding members to `sink`.
 /// Returns the number of content bytes read.
+///
+/// Issue 8: the tar reader and the decompressor turn every `io::Error` they see into "corrupt",
+/// so a full disk under the sink (ENOSPC while extracting) or a failing disk under the store
+/// (EIO) was reported as tampering (exit 3, "fetch the bundle again"). Both ends are therefore
+/// wrapped in an [`IoTrap`]: an error raised by the blob's reader or by the sink's writer is a
+/// local I/O error ([`Error::Io`], naming the path), whatever the code above it made of it; only
+/// bytes that were read and do not match remain an integrity error.
 pub(crate) fn check_layer(
     source: &dyn BlobSource,
     bundle: &Bundle,
@@ -57,9 +70,23 @@ pub(crate) fn check_layer(
     sink: &mut dyn MemberSink,
     progress: &dyn crate::progress::Progress,
 ) -> Result<u64> {
+    let trap = IoTrap::default();
+    let digest = bundle.meta.manifest.layers[n].digest;
+    check_layer_trapped(source, bundle, n, sink, progress, &trap)
+        .map_err(|e| trap.reclassify(e, || source.location(&digest)))
+}
+
+fn check_layer_trapped(
+    source: &dyn BlobSource,
+    bundle: &Bundle,
+    n: usize,
+    sink: &mut dyn MemberSink,
+    progress: &dyn crate::progress::Progress,
+    trap: &IoTrap,
+) -> Result<u64> {
     let desc = &bundle.meta.manifest.layers[n];
     let what = format!("layer {n} ({})", desc.digest);
-    let raw = source.open_blob(&desc.digest)?;
+    let raw = trap.reader(source.open_blob(&desc.digest)?);
     let blob = BufReader::with_capacity(256 * 1024, HashingReader::new(raw));
     let dec = LayerDecoder::new(bundle.meta.compression, blob)
         .map_err(|e| Error::corrupt(what.clone(), format!("cannot start decompression: {e}")))?;
@@ -99,14 +126,17 @@ pub(crate) fn check_layer(
         }
         match m {
             Member::File(e) => {
+                let location = sink.location(e);
                 let mut w = HashWriter {
                     inner: sink.open_file(e)?,
                     hasher: blake3::Hasher::new(),
+                    trap,
+                    location: &location,
                 };
                 content += tar.copy_content(&mut w)?;
                 w.inner.flush().map_err(|err| Error::Io {
                     op: "write",
-                    path: e.path.as_str().into(),
+                    path: location.clone(),
                     source: err,
                 })?;
                 let found = FileHash::from(w.hasher.finalize());
@@ -176,11 +206,17 @@ pub(crate) fn check_layer(
 struct HashWriter<'a> {
     inner: Box<dyn Write + 'a>,
     hasher: blake3::Hasher,
+    /// Where a write error is recorded (see [`check_layer`]).
+    trap: &'a IoTrap,
+    location: &'a PathBuf,
 }
 
 impl Write for HashWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
+        let n = self
+            .inner
+            .write(buf)
+            .map_err(|e| self.trap.record(|| IoSide::Write(self.location.clone()), e))?;
         self.hasher.update(&buf[..n]);
         Ok(n)
     }

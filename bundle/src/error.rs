@@ -139,6 +139,14 @@ pub enum Error {
         /// The destination.
         path: PathBuf,
     },
+    /// An `--exclude` pattern cannot be compiled.
+    #[error("invalid exclude pattern {pattern:?}: {reason}")]
+    InvalidPattern {
+        /// The pattern given.
+        pattern: String,
+        /// Why.
+        reason: String,
+    },
     /// A reference or tag string is malformed.
     #[error("invalid reference {reference:?}: {reason}")]
     InvalidRef {

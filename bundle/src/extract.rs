@@ -1,23 +1,31 @@
 //! `extract`: materialize a bundle as a directory, atomically.
 //!
 //! Everything is written into a temporary sibling of the destination (`.<name>.sitebundle-*`),
-//! checked as it is written (see [`crate::check`]), flushed with one `syncfs`, and only then
+//! checked as it is written (see `crate::check`), flushed with one `syncfs`, and only then
 //! renamed into place: on any failure the staging directory is removed and the destination is as
 //! it was. An existing non-empty destination is replaced only when asked, by an atomic
 //! `renameat2(RENAME_EXCHANGE)`, so a web server reading it sees the old tree or the new one.
 //!
 //! Inside staging, files are created with `O_CREAT | O_EXCL | O_NOFOLLOW` below directories this
 //! code created, and symlinks are created last, after every file: no write can go through a link.
+//! Every path below staging is reached relative to its directory handle (`crate::dirfd`), so
+//! paths up to the spec's 4,096 bytes extract wherever DEST is. A hard link that would pass the
+//! filesystem's link limit (`EMLINK`) becomes a copy.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rayon::prelude::*;
 
+use rustix::fs::{AtFlags, Mode, OFlags};
+
 use crate::check::{check_layer, MemberSink};
+use crate::dirfd;
 use crate::error::{Error, Result};
 use crate::index::{Entry, EntryKind};
 use crate::progress::Progress;
@@ -95,20 +103,27 @@ pub fn extract(
         .tempdir_in(&parent)
         .map_err(Error::io("create staging directory in", &parent))?;
     let root = staging.path().to_path_buf();
-    fs::set_permissions(&root, fs::Permissions::from_mode(0o755))
-        .map_err(Error::io("chmod", &root))?;
+    // Everything below staging is created relative to this handle: a site path joined to DEST's
+    // path may be longer than PATH_MAX (see `crate::dirfd`).
+    let root_fd = dirfd::open_dir_path(&root).map_err(Error::io("open", &root))?;
+    let rootd = root_fd.as_fd();
+    rustix::fs::fchmod(rootd, Mode::from_raw_mode(0o755))
+        .map_err(|e| Error::io("chmod", &root)(e.into()))?;
 
     // Layer 0 is checked first (it holds the directories the other layers write into).
     progress.start("extract", bundle.index.total_bytes());
     check_layer(source, bundle, 0, &mut VerifyAndSkip, progress)?;
     for e in bundle.index.entries() {
         if matches!(e.kind, EntryKind::Dir) {
-            let p = root.join(e.path.as_str());
-            fs::create_dir(&p).map_err(Error::io("create directory", &p))?;
-            // create_dir's mode is filtered by the umask (077 would give 0700, which a web
-            // server running as another user cannot read); set the index's mode exactly.
-            fs::set_permissions(&p, fs::Permissions::from_mode(e.mode()))
-                .map_err(Error::io("chmod", &p))?;
+            let rel = e.path.as_str();
+            // mkdirat's mode is filtered by the umask (077 would give 0700, which a web server
+            // running as another user cannot read); set the index's mode exactly.
+            dirfd::at(rootd, rel, |d, p| {
+                rustix::fs::mkdirat(d, p, Mode::from_raw_mode(0o700))?;
+                rustix::fs::chmodat(d, p, Mode::from_raw_mode(e.mode()), AtFlags::empty())?;
+                Ok(())
+            })
+            .map_err(Error::io("create directory", root.join(rel)))?;
         }
     }
     let n = bundle.meta.manifest.layers.len();
@@ -124,7 +139,9 @@ pub fn extract(
                 k,
                 &mut Writer {
                     root: &root,
+                    root_fd: rootd,
                     current: None,
+                    link_source: HashMap::new(),
                 },
                 progress,
             )
@@ -132,26 +149,28 @@ pub fn extract(
         .collect::<Result<_>>()?;
     for e in bundle.index.entries() {
         if let EntryKind::Symlink { target } = &e.kind {
-            let p = root.join(e.path.as_str());
-            std::os::unix::fs::symlink(target, &p).map_err(Error::io("create symlink", &p))?;
+            let rel = e.path.as_str();
+            dirfd::at(rootd, rel, |d, p| {
+                rustix::fs::symlinkat(target.as_str(), d, p).map_err(io::Error::from)
+            })
+            .map_err(Error::io("create symlink", root.join(rel)))?;
         }
     }
     // Directory mtimes last, as tar does, so file creation does not disturb them.
     for e in bundle.index.entries().iter().rev() {
         if matches!(e.kind, EntryKind::Dir) {
-            let p = root.join(e.path.as_str());
-            set_dir_mtime(&p)?;
+            set_dir_mtime(rootd, &root, e.path.as_str())?;
         }
     }
     progress.finish();
     if opts.sync {
-        let d = File::open(&root).map_err(Error::io("open", &root))?;
-        rustix::fs::syncfs(&d).map_err(|e| Error::Io {
+        rustix::fs::syncfs(rootd).map_err(|e| Error::Io {
             op: "sync",
             path: root.clone(),
             source: e.into(),
         })?;
     }
+    drop(root_fd);
     let staged = staging.keep();
     let replaced = match existing {
         Some(false) => {
@@ -207,10 +226,21 @@ fn rename_into_place(staged: &Path, dest: &Path) -> Result<()> {
     })
 }
 
-fn set_dir_mtime(p: &Path) -> Result<()> {
-    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(EPOCH_BASE);
-    let f = File::open(p).map_err(Error::io("open", p))?;
-    f.set_modified(t).map_err(Error::io("set mtime of", p))
+fn set_dir_mtime(root_fd: BorrowedFd<'_>, root: &Path, rel: &str) -> Result<()> {
+    let times = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: EPOCH_BASE as i64,
+            tv_nsec: 0,
+        },
+    };
+    dirfd::at(root_fd, rel, |d, p| {
+        rustix::fs::utimensat(d, p, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from)
+    })
+    .map_err(Error::io("set mtime of", root.join(rel)))
 }
 
 /// Layer 0 holds no file content: check it, write nothing.
@@ -222,22 +252,65 @@ impl MemberSink for VerifyAndSkip {
     }
 }
 
-/// Writes members under `root`.
+/// Writes members under `root` (reached through `root_fd`).
 struct Writer<'a> {
     root: &'a Path,
+    root_fd: BorrowedFd<'a>,
     current: Option<(BufWriter<File>, PathBuf)>,
+    /// For a canonical file that reached the filesystem's link limit: the copy new links go to.
+    link_source: HashMap<String, String>,
+}
+
+impl Writer<'_> {
+    /// Create `rel` for writing: `O_CREAT | O_EXCL | O_NOFOLLOW`, so nothing already there (and
+    /// no symlink) is ever written through.
+    fn create(&self, rel: &str, mode: u32) -> Result<File> {
+        dirfd::at(self.root_fd, rel, |d, p| {
+            rustix::fs::openat(
+                d,
+                p,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(mode),
+            )
+            .map(File::from)
+            .map_err(io::Error::from)
+        })
+        .map_err(Error::io("create", self.root.join(rel)))
+    }
+
+    /// The index's exact mode (open's was filtered by the umask) and the content mtime of §5.
+    fn finish_file(&self, f: &File, e: &Entry) -> Result<()> {
+        let p = || self.root.join(e.path.as_str());
+        f.set_permissions(fs::Permissions::from_mode(e.mode()))
+            .map_err(|err| Error::io("chmod", p())(err))?;
+        let mtime = e.hash().map(|h| content_mtime(&h.0)).unwrap_or(EPOCH_BASE);
+        f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime))
+            .map_err(|err| Error::io("set mtime of", p())(err))
+    }
+
+    /// `e` as a copy of the (already extracted and verified) file `src`: `copy_file_range`,
+    /// which shares the blocks (a reflink) on filesystems that can.
+    fn copy_of(&self, src: &str, e: &Entry) -> Result<()> {
+        let mut from =
+            dirfd::open_file(self.root_fd, src).map_err(Error::io("read", self.root.join(src)))?;
+        let mut to = self.create(e.path.as_str(), e.mode())?;
+        let n = io::copy(&mut from, &mut to)
+            .map_err(Error::io("write", self.root.join(e.path.as_str())))?;
+        if n != e.size() {
+            return Err(Error::Io {
+                op: "copy",
+                path: self.root.join(e.path.as_str()),
+                source: io::Error::other(format!("copied {n} bytes of {}", e.size())),
+            });
+        }
+        self.finish_file(&to, e)
+    }
 }
 
 impl MemberSink for Writer<'_> {
     fn open_file(&mut self, e: &Entry) -> Result<Box<dyn Write + '_>> {
+        let f = self.create(e.path.as_str(), e.mode())?;
         let p = self.root.join(e.path.as_str());
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc_o_nofollow())
-            .mode(e.mode())
-            .open(&p)
-            .map_err(Error::io("create", &p))?;
         self.current = Some((BufWriter::with_capacity(256 * 1024, f), p));
         match self.current.as_mut() {
             Some((w, _)) => Ok(Box::new(w)),
@@ -254,22 +327,37 @@ impl MemberSink for Writer<'_> {
             path: p.clone(),
             source: err.into_error(),
         })?;
-        // The mode given to open() is filtered by the umask; set it exactly.
-        f.set_permissions(fs::Permissions::from_mode(e.mode()))
-            .map_err(Error::io("chmod", &p))?;
-        let mtime = e.hash().map(|h| content_mtime(&h.0)).unwrap_or(EPOCH_BASE);
-        f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime))
-            .map_err(Error::io("set mtime of", &p))?;
-        Ok(())
+        self.finish_file(&f, e)
     }
 
+    fn location(&self, e: &Entry) -> PathBuf {
+        self.root.join(e.path.as_str())
+    }
+
+    /// A hard link, as the layer says; past the filesystem's link limit (ext4: 65,000 per inode,
+    /// which a site with that many copies of one file reaches: issue 8) a copy, to which the
+    /// next links then go.
     fn hardlink(&mut self, e: &Entry, canon: &Entry) -> Result<()> {
-        let p = self.root.join(e.path.as_str());
-        fs::hard_link(self.root.join(canon.path.as_str()), &p)
-            .map_err(Error::io("create hardlink", &p))
+        let src = self
+            .link_source
+            .get(canon.path.as_str())
+            .cloned()
+            .unwrap_or_else(|| canon.path.to_string());
+        let dst = e.path.as_str();
+        let linked = dirfd::at(self.root_fd, &src, |d1, p1| {
+            dirfd::at(self.root_fd, dst, |d2, p2| {
+                rustix::fs::linkat(d1, p1, d2, p2, AtFlags::empty()).map_err(io::Error::from)
+            })
+        });
+        match linked {
+            Ok(()) => Ok(()),
+            Err(err) if err.raw_os_error() == Some(rustix::io::Errno::MLINK.raw_os_error()) => {
+                self.copy_of(&src, e)?;
+                self.link_source
+                    .insert(canon.path.to_string(), e.path.to_string());
+                Ok(())
+            }
+            Err(err) => Err(Error::io("create hardlink", self.root.join(dst))(err)),
+        }
     }
-}
-
-fn libc_o_nofollow() -> i32 {
-    rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }

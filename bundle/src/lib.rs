@@ -25,6 +25,8 @@
 //! | verify / extract / diff | [`verify`](mod@verify), [`extract`](mod@extract), [`diff`](mod@diff) | [`verify()`], [`extract()`], [`diff()`] |
 //! | oci-archive | [`archive`] | [`archive::export`], [`archive::import`] |
 //! | progress | [`progress`] | [`Progress`] |
+//! | paths past `PATH_MAX` | `dirfd` (private) | `*at()` calls relative to directory handles |
+//! | local I/O vs corrupt data | `iotrap` (private) | an I/O error under a format reader stays an I/O error |
 //!
 //! This crate is synchronous and uses rayon for CPU work; it has no network code. The
 //! `replicator` crate moves bundles between places and calls into it.
@@ -36,9 +38,11 @@ mod check;
 pub mod compress;
 pub mod diff;
 pub mod digest;
+mod dirfd;
 pub mod error;
 pub mod extract;
 pub mod index;
+mod iotrap;
 pub mod layout;
 pub mod links;
 pub mod manifest;

@@ -6,6 +6,27 @@
 //! and a crash leaves at most a `.tmp-*` file. `index.json` is rewritten by rename under an
 //! exclusive lock (`index.json.lock`), so concurrent builds do not lose each other's entries.
 //! The build cache lives in `cache/` beside the layout; OCI readers ignore it.
+//!
+//! ## Writers and `gc`: the store lock
+//!
+//! A writer (build, import, pull, tag) puts blobs in `blobs/sha256/` first and names them in
+//! `index.json` last; until then they are unreferenced, and so are blobs it decides to reuse
+//! because they are already there (a cached layer, a blob a pull skips). `gc` deletes exactly the
+//! unreferenced blobs. Before issue 8 a `gc` running beside a build deleted finished layers the
+//! build had not yet recorded, and the build exited 0 with a tag on a bundle that no longer
+//! verified.
+//!
+//! So every writer holds a **shared** `flock` on `store.lock` ([`Store::write_lock`]) from before
+//! its first look at the blobs until its manifest is in `index.json`, and `gc` holds it
+//! **exclusively** ([`Store::gc`]) while it reads `index.json` and deletes. Writers run side by
+//! side; `gc` waits (saying so) until no writer runs, and writers wait for a running `gc`, which
+//! is short. Whatever `gc` sees unreferenced is therefore unreferenced by every finished
+//! operation and wanted by no running one. A writer that dies drops its lock with its process
+//! (flock locks belong to the open file), so a crash never wedges the store; its temporary files
+//! are removed by a later `gc` once older than [`GC_TMP_AGE`] (kept as a second line of defence
+//! for writers outside this protocol). Lock order, for both sides: `store.lock`, then
+//! `index.json.lock`. Readers (verify, extract, export, ls) take no lock: they only read blobs
+//! reachable from `index.json`, which `gc` never deletes.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -21,6 +42,9 @@ use crate::manifest::{Descriptor, KEY_REF_NAME, MEDIA_INDEX, MEDIA_MANIFEST};
 /// opening every manifest.
 pub const KEY_ID: &str = "dev.sitebundle.id";
 
+/// Name of the store lock (see the module documentation), beside `index.json`.
+pub const STORE_LOCK: &str = "store.lock";
+
 /// Temporary blob files older than this are debris of a crashed build, and `gc` removes them.
 pub const GC_TMP_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -30,6 +54,10 @@ pub trait BlobSource: Sync {
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send + '_>, Error>;
     /// Read `len` bytes at `offset` of a blob (used to fetch the index trailer without the layer).
     fn read_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Vec<u8>, Error>;
+    /// Where a blob lives, for the message of an I/O error while reading it.
+    fn location(&self, digest: &Digest) -> PathBuf {
+        PathBuf::from(format!("blob {digest}"))
+    }
 }
 
 /// The OCI layout `index.json`.
@@ -167,10 +195,8 @@ impl Store {
     /// Start writing a blob; its digest is known at [`BlobWriter::finish`].
     pub fn blob_writer(&self) -> Result<BlobWriter, Error> {
         let dir = self.root.join("blobs/sha256");
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(&dir)
-            .map_err(Error::io("create temporary blob in", &dir))?;
+        let tmp =
+            temp_file_in(&dir, ".tmp-").map_err(Error::io("create temporary blob in", &dir))?;
         let file = tmp.reopen().map_err(Error::io("open", tmp.path()))?;
         Ok(BlobWriter {
             store: self.clone(),
@@ -208,38 +234,61 @@ impl Store {
         id: Digest,
         tags: &[String],
     ) -> Result<(), Error> {
-        for t in tags {
-            validate_tag(t)?;
+        self.add_manifests(&[(manifest, size, id, tags.to_vec())])
+    }
+
+    /// [`Store::add_manifest`] for many manifests at once, with one rewrite of `index.json` and
+    /// in time linear in its size. When two of them claim the same tag, the later one gets it.
+    pub fn add_manifests(&self, adds: &[(Digest, u64, Digest, Vec<String>)]) -> Result<(), Error> {
+        use std::collections::{HashMap, HashSet};
+        for (_, _, _, tags) in adds {
+            for t in tags {
+                validate_tag(t)?;
+            }
         }
+        // Who gets each tag: the last manifest claiming it.
+        let mut owner: HashMap<&str, usize> = HashMap::new();
+        for (i, (_, _, _, tags)) in adds.iter().enumerate() {
+            for t in tags {
+                owner.insert(t.as_str(), i);
+            }
+        }
+        let added: HashSet<Digest> = adds.iter().map(|a| a.0).collect();
         self.update_index(|idx| {
-            let mut annotations = std::collections::BTreeMap::new();
-            annotations.insert(KEY_ID.to_string(), id.to_string());
-            let entry = |tag: Option<&String>| {
-                let mut a = annotations.clone();
-                if let Some(t) = tag {
-                    a.insert(KEY_REF_NAME.to_string(), t.clone());
-                }
-                Descriptor {
-                    media_type: MEDIA_MANIFEST.to_string(),
-                    digest: manifest,
-                    size,
-                    annotations: a,
-                }
-            };
-            idx.manifests.retain(|d| {
-                let tag = d.annotations.get(KEY_REF_NAME);
-                let moved = tag.is_some_and(|t| tags.contains(t));
-                let dup_untagged = tag.is_none() && d.digest == manifest;
-                !moved && !dup_untagged
-            });
-            let already_tagged = idx.manifests.iter().any(|d| d.digest == manifest);
-            if tags.is_empty() {
-                if !already_tagged {
-                    idx.manifests.push(entry(None));
-                }
-            } else {
-                for t in tags {
-                    idx.manifests.push(entry(Some(t)));
+            idx.manifests
+                .retain(|d| match d.annotations.get(KEY_REF_NAME) {
+                    Some(t) => !owner.contains_key(t.as_str()),
+                    None => !added.contains(&d.digest),
+                });
+            let mut present: HashSet<Digest> = idx.manifests.iter().map(|d| d.digest).collect();
+            for (i, (manifest, size, id, tags)) in adds.iter().enumerate() {
+                let entry = |tag: Option<&String>| {
+                    let mut a = std::collections::BTreeMap::new();
+                    a.insert(KEY_ID.to_string(), id.to_string());
+                    if let Some(t) = tag {
+                        a.insert(KEY_REF_NAME.to_string(), t.clone());
+                    }
+                    Descriptor {
+                        media_type: MEDIA_MANIFEST.to_string(),
+                        digest: *manifest,
+                        size: *size,
+                        annotations: a,
+                    }
+                };
+                let mut seen = HashSet::new();
+                let mine: Vec<&String> = tags
+                    .iter()
+                    .filter(|t| owner.get(t.as_str()) == Some(&i) && seen.insert(t.as_str()))
+                    .collect();
+                if mine.is_empty() {
+                    if present.insert(*manifest) {
+                        idx.manifests.push(entry(None));
+                    }
+                } else {
+                    present.insert(*manifest);
+                    for t in mine {
+                        idx.manifests.push(entry(Some(t)));
+                    }
                 }
             }
         })
@@ -273,12 +322,55 @@ impl Store {
         Ok(found)
     }
 
+    /// Hold the store as a writer (shared with other writers, exclusive of [`Store::gc`]) until
+    /// the returned guard is dropped. Take it before looking at which blobs exist and keep it
+    /// until the manifest is recorded in `index.json`: see the module documentation.
+    pub fn write_lock(&self) -> Result<WriteLock, Error> {
+        let file = self.lock_file()?;
+        self.flock(&file, rustix::fs::FlockOperation::LockShared)?;
+        Ok(WriteLock { _file: file })
+    }
+
+    fn lock_file(&self) -> Result<File, Error> {
+        let p = self.root.join(STORE_LOCK);
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(Error::io("open", &p))
+    }
+
+    fn flock(&self, f: &File, op: rustix::fs::FlockOperation) -> Result<(), Error> {
+        rustix::fs::flock(f, op).map_err(|e| Error::Io {
+            op: "lock",
+            path: self.root.join(STORE_LOCK),
+            source: e.into(),
+        })
+    }
+
     /// Delete every blob no manifest of `index.json` references (and temporary files older than
-    /// [`GC_TMP_AGE`], which a crashed build left). Returns (blobs removed, bytes freed).
+    /// [`GC_TMP_AGE`], which a crashed writer left). Returns (blobs removed, bytes freed).
     ///
-    /// Runs under the `index.json` lock, so a build cannot add a manifest meanwhile; a build that
-    /// is still writing blobs keeps them as `.tmp-*` files younger than the cut-off.
-    pub fn gc(&self) -> Result<(usize, u64), Error> {
+    /// Holds the store lock exclusively (module documentation): it first waits until no build,
+    /// pull or import is running on this store, and calls `on_wait` once if it has to.
+    pub fn gc(&self, on_wait: impl FnOnce()) -> Result<(usize, u64), Error> {
+        use rustix::fs::FlockOperation;
+        let store_lock = self.lock_file()?;
+        match rustix::fs::flock(&store_lock, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                on_wait();
+                self.flock(&store_lock, FlockOperation::LockExclusive)?;
+            }
+            Err(e) => {
+                return Err(Error::Io {
+                    op: "lock",
+                    path: self.root.join(STORE_LOCK),
+                    source: e.into(),
+                })
+            }
+        }
         let (_lock, idx) = self.lock_index()?;
         let mut keep = std::collections::HashSet::new();
         for d in &idx.manifests {
@@ -295,7 +387,12 @@ impl Store {
         for entry in fs::read_dir(&dir).map_err(Error::io("read directory", &dir))? {
             let entry = entry.map_err(Error::io("read directory", &dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let md = entry.metadata().map_err(Error::io("stat", entry.path()))?;
+            // A temporary file renamed or removed meanwhile by a writer outside the lock
+            // protocol is not an error.
+            let md = match entry.metadata() {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                r => r.map_err(Error::io("stat", entry.path()))?,
+            };
             let drop = if name.starts_with(".tmp-") {
                 md.modified()
                     .ok()
@@ -308,7 +405,10 @@ impl Store {
                 }
             };
             if drop {
-                fs::remove_file(entry.path()).map_err(Error::io("remove", entry.path()))?;
+                match fs::remove_file(entry.path()) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    r => r.map_err(Error::io("remove", entry.path()))?,
+                }
                 removed += 1;
                 freed += md.len();
             }
@@ -411,6 +511,10 @@ impl Store {
 }
 
 impl BlobSource for Store {
+    fn location(&self, digest: &Digest) -> PathBuf {
+        self.blob_path(digest)
+    }
+
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send + '_>, Error> {
         let p = self.blob_path(digest);
         match File::open(&p) {
@@ -453,6 +557,12 @@ impl BlobSource for Store {
             })?;
         Ok(buf)
     }
+}
+
+/// A writer's shared hold on the store ([`Store::write_lock`]); released when dropped.
+#[derive(Debug)]
+pub struct WriteLock {
+    _file: File,
 }
 
 /// A blob being written; hashed as it goes, named by its digest when finished.
@@ -550,13 +660,27 @@ pub fn validate_tag(t: &str) -> Result<(), Error> {
     }
 }
 
-/// Write a small file atomically: temporary sibling, fsync, rename.
+/// A new temporary file in `dir`, to be renamed into place, whose mode follows the umask like
+/// any file a tool creates (`0666 & ~umask`: 0644 under the usual 022).
+///
+/// `tempfile` creates files 0600, which is right for secrets and wrong for what we publish: a
+/// `file://` target's `index.json` and channel records, the store's blobs and `index.json`, an
+/// exported archive or `sitebundle-init`'s status file renamed into place kept 0600, so a web
+/// server running as another user could not read them (issue 8). Every file this project renames
+/// into place is created here, or by `object_store`, which also follows the umask.
+pub fn temp_file_in(dir: &Path, prefix: &str) -> io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+}
+
+/// Write a small file atomically: temporary sibling, fsync, rename. The file's mode follows the
+/// umask (see [`temp_file_in`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(Error::io("create temporary file in", dir))?;
+    let mut tmp = temp_file_in(dir, ".tmp-").map_err(Error::io("create temporary file in", dir))?;
     tmp.write_all(bytes)
         .map_err(Error::io("write", tmp.path()))?;
     tmp.as_file()

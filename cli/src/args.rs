@@ -8,11 +8,14 @@ use clap::{Args, Parser, Subcommand};
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  error: bad input, missing bundle, I/O or network problem (the message says which)
+  1  error: bad input, missing bundle, network or target problem (the message says which)
   2  usage error (unknown flag, missing argument)
   3  integrity failure: a blob, layer or file does not match its digest
   4  differences found (diff --exit-code)
-  5  targets disagree, or a channel moved on some targets only (status, push, promote, rollback)";
+  5  targets disagree, or a channel moved on some targets only (status, push, promote, rollback)
+  6  local I/O error: a file or directory of this machine could not be read or written (disk
+     full, permission denied, I/O error; the message names it), or a site file changed while
+     it was being bundled. Nothing was found corrupt: fix the machine and run again";
 
 /// Pack a static site into a content-addressed, verifiable bundle; inspect, verify, extract.
 #[derive(Debug, Parser)]
@@ -67,7 +70,9 @@ pub enum Command {
     Tag(TagArgs),
     /// Remove bundles (with all their tags) from the local store; `gc` then frees their blobs.
     Rm(RmArgs),
-    /// Delete blobs of the local store that no bundle references.
+    /// Delete blobs of the local store that no bundle references. Waits until no build, pull,
+    /// import or tag is running on the store (they hold its lock), so it never deletes what they
+    /// are writing.
     Gc,
     /// Make a bundle complete on every target, then (only then) move a channel on all of them.
     Push(PushArgs),
@@ -205,8 +210,10 @@ pub struct BuildArgs {
     /// Do not use or update the build cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// Read files with read(2) only, never through a memory map.
-    #[arg(long)]
+    /// No effect, kept so existing scripts keep working: since issue 8 files are always read
+    /// with read(2), never through a memory map (a file truncated while mapped killed the build
+    /// with SIGBUS).
+    #[arg(long, hide = true)]
     pub no_mmap: bool,
 }
 

@@ -10,6 +10,63 @@ pub const EXIT_INTEGRITY: u8 = 3;
 pub const EXIT_DIFFERENT: u8 = 4;
 /// Exit code when targets disagree or a channel moved on some targets only.
 pub const EXIT_PARTIAL: u8 = 5;
+/// Exit code for a local I/O error (disk full, permission denied, EIO on the store, DEST or the
+/// site) or a site file that changed while it was read: the machine needs fixing, not the bundle.
+pub const EXIT_LOCAL: u8 = 6;
+
+/// What a failed local filesystem call means, in words a user acts on: from its errno, or from
+/// its kind when a wrapper (tempfile, for one) kept only that.
+fn local_cause(e: &std::io::Error) -> &'static str {
+    use rustix::io::Errno;
+    use std::io::ErrorKind as K;
+    match e.raw_os_error().map(Errno::from_raw_os_error) {
+        Some(Errno::NOSPC) => "disk full",
+        Some(Errno::DQUOT) => "disk quota exceeded",
+        Some(Errno::ACCESS) | Some(Errno::PERM) => "permission denied",
+        Some(Errno::ROFS) => "read-only filesystem",
+        Some(Errno::IO) => "the device reported an I/O error",
+        Some(Errno::FBIG) => "file too large for this filesystem or limit",
+        Some(Errno::MLINK) => "too many links",
+        Some(Errno::NAMETOOLONG) => "name too long",
+        Some(Errno::NOENT) => "no such file or directory",
+        _ => match e.kind() {
+            K::StorageFull => "disk full",
+            K::QuotaExceeded => "disk quota exceeded",
+            K::PermissionDenied => "permission denied",
+            K::ReadOnlyFilesystem => "read-only filesystem",
+            K::FileTooLarge => "file too large for this filesystem or limit",
+            K::TooManyLinks => "too many links",
+            K::InvalidFilename => "name too long",
+            K::NotFound => "no such file or directory",
+            _ => "local I/O error",
+        },
+    }
+}
+
+/// The hint for a failed local filesystem call on `path`.
+fn local_hint(op: &str, path: &std::path::Path, source: &std::io::Error) -> String {
+    let p = path.display();
+    let cause = local_cause(source);
+    match cause {
+        "disk full" | "disk quota exceeded" => format!(
+            "{cause} while trying to {op} {p}: free space on that filesystem (`df -h`) or choose \
+             another directory, then run the same command again; nothing is corrupt and nothing \
+             was half-installed"
+        ),
+        "permission denied" => format!(
+            "{cause} while trying to {op} {p}: check that the user running sitebundle may use \
+             it and its parent directory (ls -ld), or choose another place"
+        ),
+        "read-only filesystem" => {
+            format!("{cause}: {p} cannot be written; choose a writable place")
+        }
+        "the device reported an I/O error" => format!(
+            "{cause} on {p}: check the disk (dmesg); the data is not known to be corrupt, \
+             only unreadable or unwritable here"
+        ),
+        _ => format!("{cause} while trying to {op} {p}; fix that, then run the command again"),
+    }
+}
 
 /// What to do about an error, when there is something to say.
 pub fn hint(e: &Error) -> Option<String> {
@@ -27,7 +84,10 @@ pub fn hint(e: &Error) -> Option<String> {
             "keep one of the two names (they are the same URL on macOS and after normalization), \
              or leave one out with --exclude '{second}'"
         ),
-        Error::ChangedDuringBuild { .. } => "something is still writing the site: wait for the generator to finish and build again".into(),
+        Error::ChangedDuringBuild { path } => format!(
+            "{path} changed while it was being read (something is still writing the site): \
+             wait for the generator to finish and build again"
+        ),
         Error::FileMismatch { .. } | Error::DigestMismatch { .. } | Error::Corrupt { .. } => {
             "the stored or received data is damaged or was tampered with: fetch or build the bundle again".into()
         }
@@ -35,9 +95,8 @@ pub fn hint(e: &Error) -> Option<String> {
         Error::AmbiguousRef { .. } => "give more digits of the digest".into(),
         Error::BlobMissing { .. } => "the store is incomplete: build, pull or import the bundle again".into(),
         Error::DestExists { .. } => "choose an empty or new directory, or pass --replace to swap it atomically".into(),
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
-            "check the file's permissions for the user running sitebundle".into()
-        }
+        Error::Io { op, path, source } => local_hint(op, path, source),
+        Error::InvalidPattern { .. } => "an --exclude pattern knows `*`, `**` and `?`; other characters stand for themselves".into(),
         _ => return None,
     })
 }
@@ -61,9 +120,20 @@ pub fn report(err: &anyhow::Error) -> u8 {
     if let Some(h) = repl_err.and_then(replicator_hint) {
         eprintln!("hint: {h}");
     }
+    if let (None, Some(replicator::Error::Io { op, path, source })) = (bundle_err, repl_err) {
+        eprintln!("hint: {}", local_hint(op, path, source));
+    }
+    exit_code(bundle_err, repl_err)
+}
+
+/// The exit code of an error, from the library errors in its chain.
+fn exit_code(bundle_err: Option<&Error>, repl_err: Option<&replicator::Error>) -> u8 {
+    let local = |e: &Error| matches!(e, Error::Io { .. } | Error::ChangedDuringBuild { .. });
     match (bundle_err, repl_err) {
         (Some(e), _) if e.is_integrity() => EXIT_INTEGRITY,
         (_, Some(e)) if e.is_integrity() => EXIT_INTEGRITY,
+        (Some(e), _) if local(e) => EXIT_LOCAL,
+        (_, Some(replicator::Error::Io { .. })) => EXIT_LOCAL,
         _ => EXIT_ERROR,
     }
 }

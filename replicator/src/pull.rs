@@ -166,9 +166,8 @@ async fn pull_manifest(
                 if store.has_blob(&d) {
                     return Ok(None);
                 }
-                let tmp = tempfile::Builder::new()
-                    .prefix(".tmp-pull-")
-                    .tempfile_in(&dir)
+                // Mode from the umask, like every other blob of the store (not tempfile's 0600).
+                let tmp = bundle::store::temp_file_in(&dir, ".tmp-pull-")
                     .map_err(Error::io("create temporary blob in", &dir))?
                     .into_temp_path();
                 download_blob(t, &d, size, &tmp).await?;

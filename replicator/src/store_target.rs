@@ -324,13 +324,13 @@ fn dir_swap(
     Ok(())
 }
 
-/// Write a file by temporary file + fsync + rename + directory fsync.
+/// Write a file by temporary file + fsync + rename + directory fsync. Its mode follows the umask
+/// (`bundle::store::temp_file_in`), as the blobs `object_store` writes do: a web server running
+/// as another user serves this directory.
 fn write_atomic(path: &FsPath, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(FsPath::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
+    let mut tmp = bundle::store::temp_file_in(dir, ".tmp-")
         .map_err(Error::io("create temporary file in", dir))?;
     tmp.write_all(bytes)
         .map_err(Error::io("write", tmp.path()))?;

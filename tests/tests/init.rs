@@ -1788,11 +1788,11 @@ fn issue_8_5_disk_full_while_downloading_is_local_and_stops_at_once() {
         &before,
         &snapshot(&small),
     );
-    // pull: its I/O exit code (1), the local store named, the target not blamed.
+    // pull: its I/O exit code (6), the local store named, the target not blamed.
     let home = small.join("home");
     let out = run(sb_cmd(&home).args(["pull", "prod", "--from", &file_url(&dir)]));
     let t = text(&out);
-    assert_eq!(code(&out), 1, "{t}");
+    assert_eq!(code(&out), 6, "{t}");
     assert!(
         t.contains("No space left on device") && t.contains("a local problem"),
         "{t}"

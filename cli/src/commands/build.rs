@@ -22,7 +22,6 @@ pub fn run(g: &Global, a: BuildArgs) -> Result<u8> {
             exclude: a.exclude,
             drop_bad_symlinks: a.drop_bad_symlinks,
         },
-        use_mmap: !a.no_mmap,
         use_cache: !a.no_cache,
         tags: a.tag,
     };

@@ -14,6 +14,9 @@ pub fn run(g: &Global, a: PullArgs) -> Result<u8> {
     let store = open_store(g)?;
     // Refuse bad rate settings before any network call.
     replicator::net::Pace::from_env()?;
+    // Held until the pulled manifest is in index.json, so `gc` cannot delete the blobs it
+    // downloads or finds already there (see bundle::store).
+    let _writing = store.write_lock()?;
     let targets = open_targets(std::slice::from_ref(&a.from))?;
     let t = targets[0].clone();
     let opts = replicator::pull::PullOptions {

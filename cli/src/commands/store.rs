@@ -21,6 +21,8 @@ pub fn list(g: &Global) -> Result<u8> {
 
 pub fn tag(g: &Global, a: TagArgs) -> Result<u8> {
     let store = open_store(g)?;
+    // A tag makes the bundle reachable again: gc must not run between the check and the write.
+    let _writing = store.write_lock()?;
     let m = store.resolve(&a.reference)?;
     let b = bundle::Bundle::open(&store, &m)?;
     store.add_manifest(
@@ -54,7 +56,15 @@ pub fn rm(g: &Global, a: RmArgs) -> Result<u8> {
 
 pub fn gc(g: &Global) -> Result<u8> {
     let store = open_store(g)?;
-    let (n, bytes) = store.gc()?;
+    let quiet = g.quiet || g.json;
+    let (n, bytes) = store.gc(|| {
+        if !quiet {
+            eprintln!(
+                "gc: a build, pull, import or tag is running on {}; waiting for it to finish",
+                store.root().display()
+            );
+        }
+    })?;
     if g.json {
         print_json(&serde_json::json!({"removed": n, "freed_bytes": bytes}))?;
     } else {

@@ -177,3 +177,162 @@ pub fn sample_site(root: &Path) {
     fs::create_dir_all(root.join("empty")).expect("mkdir");
     std::os::unix::fs::symlink("../index.html", root.join("docs/home.html")).expect("symlink");
 }
+
+/// `sitebundle` run through `sh -c 'umask U; exec ...'`, so every file it creates gets the umask
+/// of a real shell session.
+pub fn sb_umask(home: &Path, umask: &str) -> Command {
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+        .arg(bin_path())
+        .env("SITEBUNDLE_HOME", home)
+        .env_remove("RAYON_NUM_THREADS");
+    c
+}
+
+/// The effective uid of this test process.
+#[allow(unsafe_code)]
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Fail loudly unless the tests run as root: the issue 8 tests mount filesystems (tmpfs, a loop
+/// ext4 image) and switch to uid 65534, which need it. CI and `scripts/test` run as root; a
+/// silent skip would hide the case the test is for.
+pub fn require_root(what: &str) {
+    assert_eq!(
+        euid(),
+        0,
+        "{what} needs root (mount, setpriv): run the tests as root, as scripts/test and CI do"
+    );
+}
+
+/// Run `cmd` as uid/gid 65534 (nobody) with no supplementary groups, as a web server's worker
+/// would: returns (exit status success, stdout).
+pub fn as_nobody(cmd: &[&str]) -> (bool, Vec<u8>) {
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(cmd)
+        .output()
+        .expect("run setpriv (util-linux)");
+    (out.status.success(), out.stdout)
+}
+
+/// A filesystem mounted for one test, unmounted (lazily, so a failing test cannot leave it
+/// busy) when dropped.
+pub struct Mount {
+    /// Where it is mounted.
+    pub dir: tempfile::TempDir,
+    image: Option<PathBuf>,
+}
+
+impl Mount {
+    /// A tmpfs of `size` (as `mount -o size=` takes it, e.g. "2m"): the real ENOSPC.
+    pub fn tmpfs(size: &str) -> Mount {
+        require_root("mounting a tmpfs");
+        let dir = tempfile::tempdir().expect("tempdir");
+        run_ok(
+            std::process::Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size},mode=0755"),
+                    "tmpfs",
+                ])
+                .arg(dir.path()),
+        );
+        Mount { dir, image: None }
+    }
+
+    /// A fresh ext4 filesystem of `mib` MiB in a loop-mounted image file (ext4's real limits:
+    /// 65,000 links per inode).
+    pub fn ext4(mib: u64, inodes: u64) -> Mount {
+        require_root("loop-mounting an ext4 image");
+        let image = tempfile::Builder::new()
+            .prefix("sitebundle-ext4-")
+            .suffix(".img")
+            .tempfile()
+            .expect("image file")
+            .into_temp_path()
+            .keep()
+            .expect("keep image");
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(&image)
+            .expect("open image");
+        f.set_len(mib * 1024 * 1024).expect("size image");
+        drop(f);
+        run_ok(
+            std::process::Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-N", &inodes.to_string()])
+                .arg(&image),
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        run_ok(
+            std::process::Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(dir.path()),
+        );
+        Mount {
+            dir,
+            image: Some(image),
+        }
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+        if let Some(i) = &self.image {
+            let _ = fs::remove_file(i);
+        }
+    }
+}
+
+/// Run a command and fail the test (with its output) unless it succeeds.
+pub fn run_ok(c: &mut std::process::Command) -> std::process::Output {
+    let out = c.output().unwrap_or_else(|e| panic!("run {c:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{c:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Every file and directory under `root` with its permission bits (not following symlinks).
+pub fn modes(root: &Path) -> BTreeMap<String, u32> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).expect("read_dir") {
+            let e = e.expect("entry");
+            let md = fs::symlink_metadata(e.path()).expect("lstat");
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned();
+            if md.is_dir() {
+                stack.push(e.path());
+            }
+            if !md.file_type().is_symlink() {
+                out.insert(rel, md.permissions().mode() & 0o7777);
+            }
+        }
+    }
+    out
+}
