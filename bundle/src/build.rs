@@ -45,6 +45,8 @@ pub struct BuildOptions {
     pub os: String,
     /// `architecture` of the image config.
     pub architecture: String,
+    /// `variant` of the image config (`v8` for linux/arm64/v8), if any.
+    pub variant: Option<String>,
     /// What the walk leaves out.
     pub walk: WalkOptions,
     /// Hash large files through mmap.
@@ -61,6 +63,7 @@ impl Default for BuildOptions {
             compression: Compression::Zstd,
             os: "linux".into(),
             architecture: "amd64".into(),
+            variant: None,
             walk: WalkOptions::default(),
             use_mmap: true,
             use_cache: true,
@@ -123,6 +126,7 @@ pub fn build(
     for t in &opts.tags {
         crate::store::validate_tag(t)?;
     }
+    check_platform(&opts.os, &opts.architecture, opts.variant.as_deref())?;
     let walked = walk(src, &opts.walk)?;
     for w in &walked.warnings {
         progress.warn(w);
@@ -285,6 +289,7 @@ pub fn build(
             kind: "layers".into(),
             diff_ids,
         },
+        variant: opts.variant.clone(),
     };
     let config_bytes = config.to_bytes();
     let id = store.put_blob(&config_bytes)?;

@@ -15,15 +15,14 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use rayon::prelude::*;
-
-use crate::check::{check_layer, MemberSink};
+use crate::check::{check_layer, run_layers, MemberSink};
 use crate::error::{Error, Result};
-use crate::index::{Entry, EntryKind};
+use crate::index::{EntryRef, KindRef};
 use crate::progress::Progress;
 use crate::reader::Bundle;
 use crate::store::BlobSource;
 use crate::tar::{content_mtime, EPOCH_BASE};
+use crate::view::LayerMember;
 
 /// How to extract.
 #[derive(Debug, Clone, Copy, Default)]
@@ -100,49 +99,58 @@ pub fn extract(
 
     // Layer 0 is checked first (it holds the directories the other layers write into).
     progress.start("extract", bundle.index.total_bytes());
-    check_layer(source, bundle, 0, &mut VerifyAndSkip, progress)?;
-    for e in bundle.index.entries() {
-        if matches!(e.kind, EntryKind::Dir) {
-            let p = root.join(e.path.as_str());
+    run_layers(source, bundle, &[0], |k, lines| {
+        check_layer(source, bundle, k, lines, &mut VerifyAndSkip, progress)
+    })?;
+    // Layer 0's entries are streamed from the index (it can list millions of directories).
+    let layer0 = |f: &mut dyn FnMut(&EntryRef<'_>) -> Result<()>| {
+        bundle.index.for_each_in_layer(source, 0, |m| match m {
+            LayerMember::Plain(e) => f(&e),
+            LayerMember::HardLink(e, _) => f(&e),
+        })
+    };
+    layer0(&mut |e| {
+        if matches!(e.kind, KindRef::Dir) {
+            let p = root.join(e.path);
             fs::create_dir(&p).map_err(Error::io("create directory", &p))?;
             // create_dir's mode is filtered by the umask (077 would give 0700, which a web
             // server running as another user cannot read); set the index's mode exactly.
             fs::set_permissions(&p, fs::Permissions::from_mode(e.mode()))
                 .map_err(Error::io("chmod", &p))?;
         }
-    }
+        Ok(())
+    })?;
     let n = bundle.meta.manifest.layers.len();
     let mut order: Vec<usize> = (1..n).collect();
     order.sort_by_key(|&k| std::cmp::Reverse(bundle.meta.manifest.layers[k].size));
-    let bytes: Vec<u64> = order
-        .par_iter()
-        .with_max_len(1)
-        .map(|&k| {
-            check_layer(
-                source,
-                bundle,
-                k,
-                &mut Writer {
-                    root: &root,
-                    current: None,
-                },
-                progress,
-            )
-        })
-        .collect::<Result<_>>()?;
-    for e in bundle.index.entries() {
-        if let EntryKind::Symlink { target } = &e.kind {
-            let p = root.join(e.path.as_str());
+    let bytes = run_layers(source, bundle, &order, |k, lines| {
+        check_layer(
+            source,
+            bundle,
+            k,
+            lines,
+            &mut Writer {
+                root: &root,
+                current: None,
+            },
+            progress,
+        )
+    })?;
+    layer0(&mut |e| {
+        if let KindRef::Symlink { target } = e.kind {
+            let p = root.join(e.path);
             std::os::unix::fs::symlink(target, &p).map_err(Error::io("create symlink", &p))?;
         }
-    }
-    // Directory mtimes last, as tar does, so file creation does not disturb them.
-    for e in bundle.index.entries().iter().rev() {
-        if matches!(e.kind, EntryKind::Dir) {
-            let p = root.join(e.path.as_str());
-            set_dir_mtime(&p)?;
+        Ok(())
+    })?;
+    // Directory mtimes last, as tar does, so creating files and links does not disturb them
+    // (setting one directory's mtime does not change its parent's, so the order is free).
+    layer0(&mut |e| {
+        if matches!(e.kind, KindRef::Dir) {
+            set_dir_mtime(&root.join(e.path))?;
         }
-    }
+        Ok(())
+    })?;
     progress.finish();
     if opts.sync {
         let d = File::open(&root).map_err(Error::io("open", &root))?;
@@ -217,7 +225,7 @@ fn set_dir_mtime(p: &Path) -> Result<()> {
 struct VerifyAndSkip;
 
 impl MemberSink for VerifyAndSkip {
-    fn open_file(&mut self, e: &Entry) -> Result<Box<dyn Write + '_>> {
+    fn open_file(&mut self, e: &EntryRef<'_>) -> Result<Box<dyn Write + '_>> {
         Err(Error::corrupt("layer 0", format!("holds file {}", e.path)))
     }
 }
@@ -229,8 +237,8 @@ struct Writer<'a> {
 }
 
 impl MemberSink for Writer<'_> {
-    fn open_file(&mut self, e: &Entry) -> Result<Box<dyn Write + '_>> {
-        let p = self.root.join(e.path.as_str());
+    fn open_file(&mut self, e: &EntryRef<'_>) -> Result<Box<dyn Write + '_>> {
+        let p = self.root.join(e.path);
         let f = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -245,7 +253,7 @@ impl MemberSink for Writer<'_> {
         }
     }
 
-    fn file_done(&mut self, e: &Entry) -> Result<()> {
+    fn file_done(&mut self, e: &EntryRef<'_>) -> Result<()> {
         let Some((w, p)) = self.current.take() else {
             return Ok(());
         };
@@ -257,16 +265,18 @@ impl MemberSink for Writer<'_> {
         // The mode given to open() is filtered by the umask; set it exactly.
         f.set_permissions(fs::Permissions::from_mode(e.mode()))
             .map_err(Error::io("chmod", &p))?;
-        let mtime = e.hash().map(|h| content_mtime(&h.0)).unwrap_or(EPOCH_BASE);
+        let mtime = match e.kind {
+            KindRef::File { hash, .. } => content_mtime(&hash.0),
+            _ => EPOCH_BASE,
+        };
         f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime))
             .map_err(Error::io("set mtime of", &p))?;
         Ok(())
     }
 
-    fn hardlink(&mut self, e: &Entry, canon: &Entry) -> Result<()> {
-        let p = self.root.join(e.path.as_str());
-        fs::hard_link(self.root.join(canon.path.as_str()), &p)
-            .map_err(Error::io("create hardlink", &p))
+    fn hardlink(&mut self, e: &EntryRef<'_>, canon: &str) -> Result<()> {
+        let p = self.root.join(e.path);
+        fs::hard_link(self.root.join(canon), &p).map_err(Error::io("create hardlink", &p))
     }
 }
 

@@ -36,7 +36,7 @@ fn build(site: &Path, compression: Compression) -> Built {
     });
     Built {
         expected,
-        index: b.index.encode(),
+        index: b.index.bytes(&store).expect("index bytes"),
     }
 }
 
