@@ -663,7 +663,7 @@ pub const RULES: &[Rule] = &[
             let t = &mut f.tars[1];
             let pos = member_offsets(t)[0];
             let size = octal(&t[pos + 124..pos + 136]);
-            assert!(size % 512 != 0, "the first file needs padding");
+            assert!(!size.is_multiple_of(512), "the first file needs padding");
             t[pos + 512 + size] = b'x';
         },
     },
