@@ -221,8 +221,9 @@ fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
 
 /// Run `f` over every entry of `source` in order, with its ordinal and line length. Checks the
 /// header line, and (unless the bytes are in memory and were checked already) that the bytes
-/// hash to `digest`: when they do not, that is the error, whatever `f` said about them.
-/// Returns the bytes when `keep` and they fit in memory.
+/// hash to `digest`. The first rule an entry breaks ends the pass at once (a bomb is refused at
+/// the first line past a limit, not after reading the rest to hash it). Returns the bytes when
+/// `keep` and they fit in memory.
 fn scan(
     source: &Source,
     blobs: &dyn BlobSource,
@@ -249,11 +250,10 @@ fn scan(
         }
         ordinal += 1;
     }
+    if let Some(reason) = failure {
+        return Err(Error::corrupt(WHAT, reason));
+    }
     if !source.verified() {
-        if failure.is_some() {
-            // Drain the rest so a tampered index is reported as such (bounded by the limits).
-            while lines.next(&mut buf)? {}
-        }
         let found = Digest::from_bytes(lines.hasher.finalize().into());
         if found != *digest {
             return Err(Error::DigestMismatch {
@@ -262,9 +262,6 @@ fn scan(
                 found,
             });
         }
-    }
-    if let Some(reason) = failure {
-        return Err(Error::corrupt(WHAT, reason));
     }
     Ok(lines.keep)
 }
