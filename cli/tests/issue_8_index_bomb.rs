@@ -45,7 +45,9 @@ fn assert_within(m: &Measured, what: &str) {
 }
 
 fn tag(store: &Store, c: bundle::digest::Digest, size: u64, id: bundle::Digest, t: &str) {
-    store.add_manifest(c, size, id, &[t.to_string()]).expect("tag");
+    store
+        .add_manifest(c, size, id, &[t.to_string()])
+        .expect("tag");
 }
 
 #[test]
@@ -54,7 +56,10 @@ fn issue_8_index_bomb_of_4m_entries_is_refused_within_128_mib() {
     let work = tempfile::tempdir().expect("tempdir");
     let store = Store::open(home.path()).expect("store");
     let (index, tars) = index_bomb(4_000_000);
-    for (c, t) in [(Compression::Zstd, "bomb-zstd"), (Compression::Gzip, "bomb-gzip")] {
+    for (c, t) in [
+        (Compression::Zstd, "bomb-zstd"),
+        (Compression::Gzip, "bomb-gzip"),
+    ] {
         let b = craft_with(&store, c, &index, &tars);
         tag(&store, b.manifest, b.manifest_size, b.id, t);
         let m = measured(home.path(), &["verify", t]);
@@ -134,7 +139,11 @@ fn issue_8_index_bomb_of_symlinks_verifies_within_128_mib() {
     tag(&store, b.manifest, b.manifest_size, b.id, "too-many-links");
     let m = measured(home.path(), &["verify", "too-many-links"]);
     assert_eq!(m.code, Some(3), "{}", m.err());
-    assert!(m.err().contains("symlinks, the most the format allows"), "{}", m.err());
+    assert!(
+        m.err().contains("symlinks, the most the format allows"),
+        "{}",
+        m.err()
+    );
     assert_within(&m, "verify too-many-links");
 }
 
@@ -143,7 +152,11 @@ fn issue_8_index_bomb_medium_corpus_verifies_and_extracts_within_128_mib() {
     let corpus = std::env::var_os("SITEBUNDLE_TEST_CORPUS")
         .expect("SITEBUNDLE_TEST_CORPUS is unset: run the tests with scripts/test");
     let site = Path::new(&corpus).join("medium/v1");
-    assert!(site.is_dir(), "{} is missing: scripts/test builds the corpus", site.display());
+    assert!(
+        site.is_dir(),
+        "{} is missing: scripts/test builds the corpus",
+        site.display()
+    );
     let home = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
     build(home.path(), &site, &["--tag", "m"]);

@@ -22,12 +22,18 @@ pub fn index_bomb(n: usize) -> (Vec<u8>, Vec<Vec<u8>>) {
     }
     s.push_str(&idx_file("index.html", BODY, 1));
     s.push('\n');
-    (s.into_bytes(), vec![tar(&[]), tar(&[file("index.html", BODY)])])
+    (
+        s.into_bytes(),
+        vec![tar(&[]), tar(&[file("index.html", BODY)])],
+    )
 }
 
 /// Encode `entries` (sorted, layers assigned) as an honest bundle: index and canonical tars with
 /// `content(hash)` giving each file's bytes.
-pub fn honest(entries: Vec<Entry>, content: impl Fn(&FileHash) -> Vec<u8>) -> (Vec<u8>, Vec<Vec<u8>>) {
+pub fn honest(
+    entries: Vec<Entry>,
+    content: impl Fn(&FileHash) -> Vec<u8>,
+) -> (Vec<u8>, Vec<Vec<u8>>) {
     let mut entries = entries;
     entries.sort_by(|a, b| a.path.as_str().as_bytes().cmp(b.path.as_str().as_bytes()));
     let n = layout::assign_layers(&mut entries);
@@ -68,11 +74,7 @@ fn body_of(i: usize) -> Vec<u8> {
 pub fn large_index(contents: usize, copies: usize) -> (Vec<u8>, Vec<Vec<u8>>) {
     let long = |c: char| c.to_string().repeat(250);
     let base = format!("site/{}/{}", long('a'), long('b'));
-    let mut entries = vec![
-        dir("site"),
-        dir(&format!("site/{}", long('a'))),
-        dir(&base),
-    ];
+    let mut entries = vec![dir("site"), dir(&format!("site/{}", long('a'))), dir(&base)];
     let mut by_hash = std::collections::HashMap::new();
     for s in 0..copies {
         entries.push(dir(&format!("{base}/section-{s:02}")));
@@ -102,7 +104,11 @@ pub fn large_index(contents: usize, copies: usize) -> (Vec<u8>, Vec<Vec<u8>>) {
 pub fn large_index_page(s: usize, i: usize) -> String {
     let long = |c: char| c.to_string().repeat(250);
     let slug = "a-page-with-a-long-descriptive-slug-".repeat(5);
-    format!("site/{}/{}/section-{s:02}/{slug}{i:07}.html", long('a'), long('b'))
+    format!(
+        "site/{}/{}/section-{s:02}/{slug}{i:07}.html",
+        long('a'),
+        long('b')
+    )
 }
 
 /// An honest bundle of `n` symlinks in chains of 32 (each link names the one before it, the
