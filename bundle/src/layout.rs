@@ -435,3 +435,72 @@ pub fn header(m: &Member<'_>) -> crate::tar::TarHeader {
         },
     }
 }
+
+#[cfg(test)]
+mod grouping_check_tests {
+    use super::*;
+    use crate::path::SitePath;
+
+    fn files(n: usize, seed: u64) -> Vec<Entry> {
+        let mut x = seed | 1;
+        let mut v: Vec<Entry> = (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Mostly small files, some of several MiB, so cuts, own-layer files and (with
+                // many) the doubling of TARGET all happen.
+                let size = match x % 50 {
+                    0 => 5 * 1024 * 1024 + x % 1000,
+                    1..=3 => 600_000 + x % 100_000,
+                    _ => x % 20_000,
+                };
+                let ext = if x % 3 == 0 { "png" } else { "html" };
+                Entry {
+                    path: SitePath::new(format!("p/{i:05}.{ext}")).expect("path"),
+                    kind: EntryKind::File {
+                        size,
+                        hash: FileHash::of(&(i as u64 % (n as u64 - 3)).to_le_bytes()),
+                        executable: false,
+                    },
+                    layer: 0,
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.path.as_str().cmp(b.path.as_str()));
+        v
+    }
+
+    fn check(entries: &[Entry], layers: u32) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        let mut g = GroupingCheck::default();
+        for e in entries {
+            if let Some(k) = content_key(e) {
+                if seen.insert(k) {
+                    g.feed(e.path.as_str(), e.size(), e.layer);
+                }
+            }
+        }
+        g.finish(layers)
+    }
+
+    #[test]
+    fn the_reader_check_accepts_exactly_the_writer_grouping() {
+        for (n, seed) in [(10, 1), (400, 2), (3000, 3), (20_000, 4)] {
+            let mut v = files(n, seed);
+            let layers = assign_layers(&mut v);
+            assert_eq!(check(&v, layers), Ok(()), "{n} files");
+            // Any one canonical file moved to another layer is refused.
+            let i = n / 2;
+            let before = v[i].layer;
+            v[i].layer = if before > 1 { before - 1 } else { before + 1 };
+            assert!(
+                check(&v, layers.max(v[i].layer + 1)).is_err(),
+                "{n} files, moved"
+            );
+            v[i].layer = before;
+            // A wrong layer count is refused.
+            assert!(check(&v, layers + 1).is_err());
+        }
+    }
+}

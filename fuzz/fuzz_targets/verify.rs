@@ -175,6 +175,7 @@ fuzz_target!(|data: &[u8]| {
             kind: "layers".into(),
             diff_ids: vec![f.layer0_diff, diff1],
         },
+        variant: None,
     };
     let cb = config.to_bytes();
     let id = Digest::of(&cb);

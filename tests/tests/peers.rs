@@ -613,3 +613,52 @@ fn issue_8_export_names_the_image_by_its_tag() {
     assert_eq!(name_in(&[&id]), "v42");
     assert_eq!(name_in(&["v42", "--name", "other"]), "other");
 }
+
+#[test]
+fn issue_8_index_bomb_sitebundle_init_stays_within_128_mib() {
+    // Issue 8 item 4 for the installer: a directory origin (a store is an OCI layout) serves the
+    // 4M-entry index bomb and an honest bundle whose index is too large to keep in memory.
+    // `sitebundle-init` refuses the first as an integrity failure (exit 3) and installs the
+    // second, each within 128 MiB of RSS (wait4's figure, `testkit::rss`).
+    use bundle::{Compression, Store};
+    let origin = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(origin.path()).expect("store");
+    let (index, tars) = testkit::bombs::index_bomb(4_000_000);
+    let bomb = testkit::craft::craft_with(&store, Compression::Zstd, &index, &tars);
+    let (index, tars) = testkit::bombs::large_index(12_000, 4);
+    let large = testkit::craft::craft_with(&store, Compression::Gzip, &index, &tars);
+    let url = format!("file://{}", origin.path().display());
+    let work = tempfile::tempdir().expect("tempdir");
+    let dest = work.path().join("bomb");
+    let m = init_from(&url, &bomb.manifest.to_string(), &dest);
+    eprintln!(
+        "sitebundle-init (index bomb): exit {:?}, peak RSS {:.1} MiB",
+        m.code,
+        m.max_rss_mib()
+    );
+    assert_eq!(m.code, Some(3), "{}", m.err());
+    assert!(m.err().contains("entries"), "{}", m.err());
+    assert!(
+        m.max_rss_kib <= 128 * 1024,
+        "peak RSS {:.1} MiB",
+        m.max_rss_mib()
+    );
+    assert!(!dest.join("current").exists());
+    let dest = work.path().join("large");
+    let m = init_from(&url, &large.manifest.to_string(), &dest);
+    eprintln!(
+        "sitebundle-init (35 MB index): exit {:?}, peak RSS {:.1} MiB",
+        m.code,
+        m.max_rss_mib()
+    );
+    assert_eq!(m.code, Some(0), "{}", m.err());
+    assert!(
+        m.max_rss_kib <= 128 * 1024,
+        "peak RSS {:.1} MiB",
+        m.max_rss_mib()
+    );
+    let page = dest
+        .join("current")
+        .join(testkit::bombs::large_index_page(2, 11_999));
+    assert_eq!(fs::read(page).expect("page"), b"<p>page 11999</p>\n");
+}
