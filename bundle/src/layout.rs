@@ -455,7 +455,7 @@ mod grouping_check_tests {
                     1..=3 => 600_000 + x % 100_000,
                     _ => x % 20_000,
                 };
-                let ext = if x % 3 == 0 { "png" } else { "html" };
+                let ext = if x.is_multiple_of(3) { "png" } else { "html" };
                 Entry {
                     path: SitePath::new(format!("p/{i:05}.{ext}")).expect("path"),
                     kind: EntryKind::File {
