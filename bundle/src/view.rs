@@ -216,7 +216,7 @@ impl<R: BufRead> Lines<R> {
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    memchr::memchr(needle, hay)
 }
 
 /// Run `f` over every entry of `source` in order, with its ordinal and line length. Checks the
@@ -229,6 +229,20 @@ fn scan(
     blobs: &dyn BlobSource,
     digest: &Digest,
     keep: bool,
+    f: impl FnMut(u64, &EntryRef<'_>, usize) -> std::result::Result<(), String>,
+) -> Result<Option<Vec<u8>>> {
+    scan_layer(source, blobs, digest, keep, None, f)
+}
+
+/// [`scan`], giving `f` only the entries of `layer` when set. Later passes skip the other lines
+/// by their LAYER field without parsing them: the first pass checked every line, and the bytes
+/// are the same (in memory, or hashed again to the end of this pass).
+fn scan_layer(
+    source: &Source,
+    blobs: &dyn BlobSource,
+    digest: &Digest,
+    keep: bool,
+    layer: Option<u32>,
     mut f: impl FnMut(u64, &EntryRef<'_>, usize) -> std::result::Result<(), String>,
 ) -> Result<Option<Vec<u8>>> {
     let mut lines = Lines::new(source.open(blobs)?, keep);
@@ -243,6 +257,12 @@ fn scan(
     let mut ordinal = 0u64;
     let mut failure = None;
     while lines.next(&mut buf)? {
+        if let Some(k) = layer {
+            if layer_field(&buf) != Some(k as usize) {
+                ordinal += 1;
+                continue;
+            }
+        }
         let r = parse_line(&buf).and_then(|e| f(ordinal, &e, buf.len()));
         if let Err(reason) = r {
             failure = Some(format!("line {}: {reason}", ordinal + 2));
@@ -374,6 +394,9 @@ pub struct IndexView {
     /// (ordinal, key of the canonical path) of every other path of a content, by ordinal.
     hardlinks: Vec<(u32, PathKey)>,
     hasher: PathHasher,
+    /// When the index is in memory: for each layer, (offset of the line, ordinal) of its
+    /// entries, so a layer's check reads its own lines only (8 bytes an entry).
+    by_layer: Vec<Vec<(u32, u32)>>,
 }
 
 /// One member of a layer, as [`IndexView::for_each_in_layer`] gives it.
@@ -484,6 +507,10 @@ impl IndexView {
             }
         }
         hardlinks.sort_unstable_by_key(|&(o, _)| o);
+        let by_layer = match &source {
+            Source::Memory(b) => lines_by_layer(b, layers),
+            _ => Vec::new(),
+        };
         let view = IndexView {
             source,
             digest,
@@ -491,6 +518,7 @@ impl IndexView {
             canonical,
             hardlinks,
             hasher,
+            by_layer,
         };
         if passes > 1 {
             let mut grouping = GroupingCheck::default();
@@ -657,17 +685,32 @@ impl IndexView {
         layer: u32,
         mut f: impl FnMut(LayerMember<'_>) -> Result<()>,
     ) -> Result<()> {
-        let mut failure = None;
-        scan(&self.source, blobs, &self.digest, false, |ord, e, _| {
-            if e.layer != layer {
-                return Ok(());
+        if let (Source::Memory(bytes), Some(lines)) =
+            (&self.source, self.by_layer.get(layer as usize))
+        {
+            for &(off, ord) in lines {
+                let rest = &bytes[off as usize..];
+                let end = memchr(b'\n', rest).map(|i| i + 1).unwrap_or(rest.len());
+                let e = parse_line(&rest[..end]).map_err(|r| Error::corrupt(WHAT, r))?;
+                f(self.member(u64::from(ord), &e)?)?;
             }
-            self.member(ord, e).and_then(&mut f).map_err(|err| {
-                let msg = err.to_string();
-                failure = Some(err);
-                msg
-            })
-        })
+            return Ok(());
+        }
+        let mut failure = None;
+        scan_layer(
+            &self.source,
+            blobs,
+            &self.digest,
+            false,
+            Some(layer),
+            |ord, e, _| {
+                self.member(ord, e).and_then(&mut f).map_err(|err| {
+                    let msg = err.to_string();
+                    failure = Some(err);
+                    msg
+                })
+            },
+        )
         .map_err(|e| failure.take().unwrap_or(e))
         .map(|_| ())
     }
@@ -762,6 +805,33 @@ impl IndexView {
 
 /// The LAYER field (the fourth) of a raw line, if it is a number.
 fn layer_field(line: &[u8]) -> Option<usize> {
-    let f = line.split(|&b| b == b'\t').nth(3)?;
-    std::str::from_utf8(f).ok()?.parse().ok()
+    let mut tabs = memchr::memchr_iter(b'\t', line);
+    let (_, _, start, end) = (tabs.next()?, tabs.next()?, tabs.next()?, tabs.next()?);
+    let f = &line[start + 1..end];
+    if f.is_empty() || f.len() > 3 || !f.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        f.iter()
+            .fold(0usize, |n, &d| n * 10 + usize::from(d - b'0')),
+    )
+}
+
+/// For each of `layers` layers, (offset, ordinal) of its lines in an index held in memory
+/// (already checked).
+fn lines_by_layer(bytes: &[u8], layers: u32) -> Vec<Vec<(u32, u32)>> {
+    let mut out = vec![Vec::new(); layers as usize];
+    let mut pos = memchr(b'\n', bytes).map(|i| i + 1).unwrap_or(bytes.len());
+    let mut ord = 0u32;
+    while pos < bytes.len() {
+        let end = memchr(b'\n', &bytes[pos..])
+            .map(|i| pos + i + 1)
+            .unwrap_or(bytes.len());
+        if let Some(v) = layer_field(&bytes[pos..end]).and_then(|k| out.get_mut(k)) {
+            v.push((pos as u32, ord));
+        }
+        ord += 1;
+        pos = end;
+    }
+    out
 }

@@ -51,7 +51,7 @@ fn fixed() -> &'static Fixed {
             },
             file("d/a.html", &a, false),
             file("d/b.html", &a, false),
-            file("run.sh", b"#!/bin/sh\n", true),
+            file("run.js", b"#!/bin/sh\n", true),
         ])
         .expect("index");
         let mut contents: HashMap<FileHash, Vec<u8>> = HashMap::new();
@@ -70,11 +70,16 @@ fn fixed() -> &'static Fixed {
             tar::write_end(&mut out).expect("end");
             out
         };
-        Fixed {
+        let f = Fixed {
             index: idx.encode(),
             tar0: tar_of(0),
             tar1: tar_of(1),
-        }
+        };
+        // The harness itself must be right: the canonical copy rebuilds and verifies.
+        let (src, md) = assemble(&f.index, &[f.tar0.clone(), f.tar1.clone()], Blob::Tar, false);
+        let b = Bundle::open(&src, &md).expect("the canonical copy opens");
+        bundle::verify(&src, &b, &NoProgress).expect("the canonical copy verifies");
+        f
     })
 }
 

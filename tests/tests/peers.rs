@@ -342,6 +342,19 @@ fn copy_is_readable(what: &str, origin: &str, manifest: &str, id: &str, site: &P
     let v = inspect(home.path(), "copy");
     assert_eq!(v["id"], id, "{what}: pulled bundle id");
     run_ok(sb(home.path()).args(["verify", "copy"]));
+    // The spec's reference reader reads the copy too (rebuilding its index when layer 0 lost it).
+    let reader = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/reference/read_bundle.py");
+    let out = run_ok(
+        Command::new("python3")
+            .arg(reader)
+            .arg(home.path())
+            .arg("copy"),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        id,
+        "{what}: read_bundle.py"
+    );
     let dest = work.path().join("extracted");
     run_ok(sb(home.path()).args(["extract", "copy"]).arg(&dest));
     assert_same_tree(
