@@ -45,7 +45,7 @@ pub fn export(store: &Store, bundle: &Bundle, ref_name: &str, out: &Path) -> Res
     let manifest_size = store.blob_size(&bundle.meta.manifest_digest)?;
     let index = LayoutIndex {
         manifests: vec![Descriptor {
-            media_type: crate::manifest::MEDIA_MANIFEST.into(),
+            media_type: bundle.meta.manifest.media_type.clone(),
             digest: bundle.meta.manifest_digest,
             size: manifest_size,
             annotations,

@@ -57,6 +57,8 @@ pub struct BuildOptions {
     pub os: String,
     /// `architecture` of the image config.
     pub architecture: String,
+    /// `variant` of the image config (`v8` for linux/arm64/v8), if any.
+    pub variant: Option<String>,
     /// What the walk leaves out.
     pub walk: WalkOptions,
     /// Use and update the build cache.
@@ -71,6 +73,7 @@ impl Default for BuildOptions {
             compression: Compression::Zstd,
             os: "linux".into(),
             architecture: "amd64".into(),
+            variant: None,
             walk: WalkOptions::default(),
             use_cache: true,
             tags: Vec::new(),
@@ -132,6 +135,7 @@ pub fn build(
     for t in &opts.tags {
         crate::store::validate_tag(t)?;
     }
+    check_platform(&opts.os, &opts.architecture, opts.variant.as_deref())?;
     // From before the layer cache looks at which blobs exist until the manifest is in
     // index.json: `gc` cannot delete what this build writes or reuses (see `crate::store`).
     let _writing = store.write_lock()?;
@@ -301,6 +305,7 @@ pub fn build(
             kind: "layers".into(),
             diff_ids,
         },
+        variant: opts.variant.clone(),
     };
     let config_bytes = config.to_bytes();
     let id = store.put_blob(&config_bytes)?;

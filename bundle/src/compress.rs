@@ -44,8 +44,8 @@ pub const GZIP_FOOTER_LEN: usize = 61;
 pub const GZIP_EXTRA_CHUNK: usize = 65_535 - 4;
 /// Subfield id of the index chunks in FEXTRA.
 const GZIP_SUBFIELD: [u8; 2] = *b"SB";
-/// Upper bound on an index, compressed or not (a 1M-file site is ~150 MB uncompressed).
-pub const MAX_INDEX_BYTES: u64 = 512 * 1024 * 1024;
+/// Upper bound on an uncompressed index (see [`crate::limits`]).
+pub const MAX_INDEX_BYTES: u64 = crate::limits::MAX_INDEX_BYTES;
 
 /// How layers are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -111,10 +111,10 @@ impl Compression {
 
     /// A decoder over a whole layer blob. Trailing index frames/members decode to nothing.
     pub fn decoder<'a, R: io::BufRead + 'a>(self, input: R) -> io::Result<Box<dyn Read + 'a>> {
-        Ok(match self {
-            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-        })
+        Ok(Box::new(LayerDecoder::new(
+            LayerEncoding::from(self),
+            input,
+        )?))
     }
 
     /// Length of the footer for this compression.
@@ -219,35 +219,6 @@ fn empty_gzip_member_extra(data: &[u8]) -> Vec<u8> {
     m
 }
 
-/// Split index members laid out as [`empty_gzip_member_extra`] writes them; concatenate their
-/// payloads.
-fn gzip_extra_payloads(mut frame: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    if frame.is_empty() {
-        return None;
-    }
-    while !frame.is_empty() {
-        if frame.len() < 16 + GZIP_EMPTY_TAIL.len()
-            || frame[..10] != [0x1f, 0x8b, 8, 0x04, 0, 0, 0, 0, 0, 0xff]
-        {
-            return None;
-        }
-        let xlen = usize::from(u16::from_le_bytes([frame[10], frame[11]]));
-        let len = usize::from(u16::from_le_bytes([frame[14], frame[15]]));
-        if frame[12..14] != GZIP_SUBFIELD || xlen != len + 4 || len == 0 {
-            return None;
-        }
-        let end = 12 + xlen;
-        let tail = frame.get(end..end + GZIP_EMPTY_TAIL.len())?;
-        if tail != GZIP_EMPTY_TAIL {
-            return None;
-        }
-        out.extend_from_slice(&frame[16..end]);
-        frame = &frame[end + GZIP_EMPTY_TAIL.len()..];
-    }
-    Some(out)
-}
-
 /// A gzip member with FCOMMENT set and no content: header, empty final deflate block, CRC 0, size 0.
 fn empty_gzip_member(comment: &[u8]) -> Vec<u8> {
     let mut m = vec![0x1f, 0x8b, 8, 0x10, 0, 0, 0, 0, 0, 0xff];
@@ -261,71 +232,353 @@ fn empty_gzip_member(comment: &[u8]) -> Vec<u8> {
 /// Parse a footer (the last `footer_len` bytes of layer 0's blob): offset and length of the
 /// index frame or member.
 pub fn parse_footer(compression: Compression, footer: &[u8]) -> Result<(u64, u64), Error> {
-    let bad = || {
+    find_footer(compression, footer)?.ok_or_else(|| {
         Error::corrupt(
             "layer 0 index footer",
             "missing or malformed: not a sitebundle layer 0",
         )
+    })
+}
+
+/// Look for sitebundle's footer in the last bytes of a layer 0 blob (`tail`, at least
+/// [`Compression::footer_len`] bytes; only the last ones are read). `Ok(None)` when there is none:
+/// the blob was re-compressed by a tool that does not keep skippable frames or empty members
+/// (podman, skopeo), and the index has to be rebuilt from the layers. An error when the footer's
+/// magic is there but the rest is not what the spec says.
+pub fn find_footer(compression: Compression, tail: &[u8]) -> Result<Option<(u64, u64)>, Error> {
+    let bad = |reason: &str| Error::corrupt("layer 0 index footer", reason.to_string());
+    let Some(footer) = tail
+        .len()
+        .checked_sub(compression.footer_len())
+        .map(|s| &tail[s..])
+    else {
+        return Ok(None);
     };
-    if footer.len() != compression.footer_len() {
-        return Err(bad());
-    }
     match compression {
         Compression::Zstd => {
-            if footer[..4] != SKIPPABLE_MAGIC.to_le_bytes()
-                || footer[4..8] != 24u32.to_le_bytes()
-                || &footer[8..16] != FOOTER_MAGIC
-            {
-                return Err(bad());
+            if footer[..4] != SKIPPABLE_MAGIC.to_le_bytes() || &footer[8..16] != FOOTER_MAGIC {
+                return Ok(None);
+            }
+            if footer[4..8] != 24u32.to_le_bytes() {
+                return Err(bad("footer frame length is not 24"));
             }
             let mut o = [0u8; 8];
             o.copy_from_slice(&footer[16..24]);
             let mut l = [0u8; 8];
             l.copy_from_slice(&footer[24..32]);
-            Ok((u64::from_le_bytes(o), u64::from_le_bytes(l)))
+            Ok(Some((u64::from_le_bytes(o), u64::from_le_bytes(l))))
         }
         Compression::Gzip => {
-            let comment = gzip_comment(footer).ok_or_else(bad)?;
-            let text = std::str::from_utf8(comment).map_err(|_| bad())?;
-            let rest = text.strip_prefix("SBINDEX1").ok_or_else(bad)?;
-            if rest.len() != 32 {
-                return Err(bad());
+            if footer[..4] != [0x1f, 0x8b, 8, 0x10] || footer.get(10..18) != Some(FOOTER_MAGIC) {
+                return Ok(None);
             }
-            let o = u64::from_str_radix(&rest[..16], 16).map_err(|_| bad())?;
-            let l = u64::from_str_radix(&rest[16..], 16).map_err(|_| bad())?;
-            Ok((o, l))
+            let comment = gzip_comment(footer).ok_or_else(|| bad("malformed footer member"))?;
+            let rest = std::str::from_utf8(&comment[8..])
+                .ok()
+                .filter(|r| {
+                    r.len() == 32 && r.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                })
+                .ok_or_else(|| bad("footer numbers are not 32 lowercase hex digits"))?;
+            let o = u64::from_str_radix(&rest[..16], 16).map_err(|_| bad("bad offset"))?;
+            let l = u64::from_str_radix(&rest[16..], 16).map_err(|_| bad("bad length"))?;
+            Ok(Some((o, l)))
         }
     }
 }
 
 /// Decode the index frame/member bytes (as located by the footer) into the raw index bytes.
 pub fn decode_index_frame(compression: Compression, frame: &[u8]) -> Result<Vec<u8>, Error> {
-    let bad = |r: &str| Error::corrupt("layer 0 index frame", r.to_string());
-    let packed: Vec<u8> = match compression {
-        Compression::Zstd => {
-            if frame.len() < 8 || frame[..4] != SKIPPABLE_MAGIC.to_le_bytes() {
-                return Err(bad("not a skippable frame"));
-            }
-            let mut l = [0u8; 4];
-            l.copy_from_slice(&frame[4..8]);
-            if u32::from_le_bytes(l) as usize != frame.len() - 8 {
-                return Err(bad("frame length does not match the footer"));
-            }
-            frame[8..].to_vec()
-        }
-        Compression::Gzip => gzip_extra_payloads(frame)
-            .ok_or_else(|| bad("not a run of empty gzip members carrying the index"))?,
-    };
+    let mut r = IndexFrameReader::new(compression, frame, frame.len() as u64)?;
     let mut out = Vec::new();
-    zstd::stream::read::Decoder::new(&packed[..])
-        .map_err(|e| bad(&e.to_string()))?
+    (&mut r)
         .take(MAX_INDEX_BYTES + 1)
         .read_to_end(&mut out)
-        .map_err(|e| bad(&format!("does not decompress: {e}")))?;
+        .map_err(|e| Error::corrupt("layer 0 index frame", format!("does not decompress: {e}")))?;
     if out.len() as u64 > MAX_INDEX_BYTES {
-        return Err(bad("index larger than the format allows"));
+        return Err(Error::corrupt(
+            "layer 0 index frame",
+            "index larger than the format allows",
+        ));
     }
     Ok(out)
+}
+
+/// How one layer blob is encoded, from its descriptor's media type. Registries and tools may
+/// re-compress layers of a copy (podman, skopeo `--dest-compress-format`), so each layer of a
+/// bundle read back may differ; what identifies a layer is its uncompressed `diff_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerEncoding {
+    /// zstd: `application/vnd.oci.image.layer.v1.tar+zstd`.
+    Zstd,
+    /// gzip: `application/vnd.oci.image.layer.v1.tar+gzip` or Docker's
+    /// `application/vnd.docker.image.rootfs.diff.tar.gzip`.
+    Gzip,
+    /// The tar stream itself: `application/vnd.oci.image.layer.v1.tar` or Docker's
+    /// `application/vnd.docker.image.rootfs.diff.tar`.
+    Tar,
+}
+
+impl LayerEncoding {
+    /// From a layer descriptor's media type (OCI or Docker schema 2). Foreign, non-distributable
+    /// and other layer types are not accepted.
+    pub fn from_media_type(mt: &str) -> Option<LayerEncoding> {
+        use crate::manifest::*;
+        match mt {
+            MEDIA_LAYER_ZSTD => Some(LayerEncoding::Zstd),
+            MEDIA_LAYER_GZIP | MEDIA_DOCKER_LAYER_GZIP => Some(LayerEncoding::Gzip),
+            MEDIA_LAYER_TAR | MEDIA_DOCKER_LAYER_TAR => Some(LayerEncoding::Tar),
+            _ => None,
+        }
+    }
+
+    /// The compression sitebundle writes that this is, if any (a plain tar carries no trailer).
+    pub fn compression(self) -> Option<Compression> {
+        match self {
+            LayerEncoding::Zstd => Some(Compression::Zstd),
+            LayerEncoding::Gzip => Some(Compression::Gzip),
+            LayerEncoding::Tar => None,
+        }
+    }
+
+    /// Lowercase name, as `inspect` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerEncoding::Zstd => "zstd",
+            LayerEncoding::Gzip => "gzip",
+            LayerEncoding::Tar => "tar",
+        }
+    }
+}
+
+impl From<Compression> for LayerEncoding {
+    fn from(c: Compression) -> Self {
+        match c {
+            Compression::Zstd => LayerEncoding::Zstd,
+            Compression::Gzip => LayerEncoding::Gzip,
+        }
+    }
+}
+
+/// A zstd stream decoder that refuses windows above [`crate::limits::ZSTD_WINDOW_LOG_MAX`]: the
+/// window is the one allocation a frame header chooses, and the default limit lets a 20-byte
+/// frame ask for 128 MiB.
+fn zstd_decoder<R: io::BufRead>(r: R) -> io::Result<zstd::stream::read::Decoder<'static, R>> {
+    let mut d = zstd::stream::read::Decoder::with_buffer(r)?;
+    d.window_log_max(crate::limits::ZSTD_WINDOW_LOG_MAX)?;
+    Ok(d)
+}
+
+/// A layer decoder whose underlying reader can be recovered, so the rest of the blob (the index
+/// trailer on layer 0) is hashed too.
+pub enum LayerDecoder<R: io::BufRead> {
+    /// zstd frames (skippable ones decode to nothing).
+    Zstd(zstd::stream::read::Decoder<'static, R>),
+    /// gzip members (empty ones decode to nothing).
+    Gzip(flate2::bufread::MultiGzDecoder<R>),
+    /// No compression.
+    Tar(R),
+}
+
+impl<R: io::BufRead> LayerDecoder<R> {
+    /// Start decoding `r` as `enc`.
+    pub fn new(enc: LayerEncoding, r: R) -> io::Result<Self> {
+        Ok(match enc {
+            LayerEncoding::Zstd => LayerDecoder::Zstd(zstd_decoder(r)?),
+            LayerEncoding::Gzip => LayerDecoder::Gzip(flate2::bufread::MultiGzDecoder::new(r)),
+            LayerEncoding::Tar => LayerDecoder::Tar(r),
+        })
+    }
+
+    /// The underlying reader, positioned after what the decoder consumed.
+    pub fn into_inner(self) -> R {
+        match self {
+            LayerDecoder::Zstd(d) => d.finish(),
+            LayerDecoder::Gzip(d) => d.into_inner(),
+            LayerDecoder::Tar(r) => r,
+        }
+    }
+}
+
+impl<R: io::BufRead> Read for LayerDecoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            LayerDecoder::Zstd(d) => d.read(buf),
+            LayerDecoder::Gzip(d) => d.read(buf),
+            LayerDecoder::Tar(r) => r.read(buf),
+        }
+    }
+}
+
+/// The zstd frame magic (`28 B5 2F FD`): what the index payload must start with.
+const ZSTD_FRAME_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Streams the uncompressed index out of the index frame (zstd) or members (gzip) of layer 0,
+/// given a reader over exactly those `len` bytes. The payload must be **one** zstd frame and
+/// nothing else (spec §7): a second frame, a skippable frame or trailing bytes would give the same
+/// index two byte forms inside one layer 0. A frame that declares a content size above
+/// [`MAX_INDEX_BYTES`] is refused before anything is decompressed.
+pub struct IndexFrameReader<R: Read> {
+    dec: Option<zstd::stream::read::Decoder<'static, io::BufReader<Payload<R>>>>,
+}
+
+/// The compressed index bytes inside the frame or members.
+enum Payload<R: Read> {
+    Zstd(io::Take<R>),
+    Gzip(GzipExtraReader<R>),
+}
+
+impl<R: Read> Read for Payload<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Payload::Zstd(r) => r.read(buf),
+            Payload::Gzip(r) => r.read(buf),
+        }
+    }
+}
+
+impl<R: Read> IndexFrameReader<R> {
+    /// Start reading the `len` bytes of `r` as the index frame of a `compression` layer 0.
+    pub fn new(compression: Compression, mut r: R, len: u64) -> Result<Self, Error> {
+        let bad = |reason: String| Error::corrupt("layer 0 index frame", reason);
+        if len > crate::limits::MAX_INDEX_FRAME_BYTES {
+            return Err(bad(format!(
+                "{len} bytes; the format allows at most {}",
+                crate::limits::MAX_INDEX_FRAME_BYTES
+            )));
+        }
+        let payload = match compression {
+            Compression::Zstd => {
+                let mut head = [0u8; 8];
+                r.read_exact(&mut head)
+                    .map_err(|e| bad(format!("cannot read the frame header: {e}")))?;
+                let n = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+                if head[..4] != SKIPPABLE_MAGIC.to_le_bytes() {
+                    return Err(bad("not a skippable frame".into()));
+                }
+                if u64::from(n) + 8 != len {
+                    return Err(bad("frame length does not match the footer".into()));
+                }
+                Payload::Zstd(r.take(u64::from(n)))
+            }
+            Compression::Gzip => Payload::Gzip(GzipExtraReader::new(r, len)),
+        };
+        let mut buf = io::BufReader::with_capacity(64 * 1024, payload);
+        let head = io::BufRead::fill_buf(&mut buf)
+            .map_err(|e| bad(format!("cannot read the index payload: {e}")))?;
+        if head.get(..4) != Some(&ZSTD_FRAME_MAGIC[..]) {
+            return Err(bad("the index payload is not a zstd frame".into()));
+        }
+        if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(head) {
+            if size > MAX_INDEX_BYTES {
+                return Err(bad(format!(
+                    "declares an index of {size} bytes; the format allows at most {MAX_INDEX_BYTES}"
+                )));
+            }
+        }
+        let dec = zstd_decoder(buf)
+            .map_err(|e| bad(format!("cannot start decompression: {e}")))?
+            .single_frame();
+        Ok(IndexFrameReader { dec: Some(dec) })
+    }
+}
+
+impl<R: Read> Read for IndexFrameReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(dec) = self.dec.as_mut() else {
+            return Ok(0);
+        };
+        let n = dec.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            // The frame ended: nothing may follow it in the payload.
+            let Some(dec) = self.dec.take() else {
+                return Ok(0);
+            };
+            let mut rest = dec.finish();
+            let mut probe = [0u8; 1];
+            if rest.read(&mut probe)? != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the index payload holds more than one zstd frame",
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Reads the payloads of the index members of a gzip layer 0 (empty members with one `SB`
+/// subfield each, laid out as [`write_index_trailer`] writes them) as one stream, checking each
+/// member's fixed bytes as it goes, from a reader over exactly `len` bytes of members.
+struct GzipExtraReader<R: Read> {
+    inner: R,
+    left_in_range: u64,
+    left_in_chunk: usize,
+}
+
+impl<R: Read> GzipExtraReader<R> {
+    fn new(inner: R, len: u64) -> Self {
+        GzipExtraReader {
+            inner,
+            left_in_range: len,
+            left_in_chunk: 0,
+        }
+    }
+
+    fn bad(reason: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("gzip index member: {reason}"),
+        )
+    }
+
+    fn take_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        if (buf.len() as u64) > self.left_in_range {
+            return Err(Self::bad("cut short"));
+        }
+        self.inner.read_exact(buf)?;
+        self.left_in_range -= buf.len() as u64;
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for GzipExtraReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left_in_chunk == 0 {
+            if self.left_in_range == 0 {
+                return Ok(0);
+            }
+            let mut head = [0u8; 16];
+            self.take_exact(&mut head)?;
+            if head[..10] != [0x1f, 0x8b, 8, 0x04, 0, 0, 0, 0, 0, 0xff] {
+                return Err(Self::bad("header is not the one the spec gives"));
+            }
+            let xlen = usize::from(u16::from_le_bytes([head[10], head[11]]));
+            let len = usize::from(u16::from_le_bytes([head[14], head[15]]));
+            if head[12..14] != GZIP_SUBFIELD || xlen != len + 4 || len == 0 {
+                return Err(Self::bad("not one SB subfield"));
+            }
+            if (len + GZIP_EMPTY_TAIL.len()) as u64 > self.left_in_range {
+                return Err(Self::bad("cut short"));
+            }
+            self.left_in_chunk = len;
+        }
+        let want = buf.len().min(self.left_in_chunk);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 && want > 0 {
+            return Err(Self::bad("cut short"));
+        }
+        self.left_in_chunk -= n;
+        self.left_in_range -= n as u64;
+        if self.left_in_chunk == 0 {
+            let mut tail = [0u8; GZIP_EMPTY_TAIL.len()];
+            self.take_exact(&mut tail)?;
+            if tail != GZIP_EMPTY_TAIL {
+                return Err(Self::bad("member is not empty"));
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// The FCOMMENT of an empty gzip member laid out as [`empty_gzip_member`] writes it.

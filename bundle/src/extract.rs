@@ -20,18 +20,17 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use rayon::prelude::*;
-
 use rustix::fs::{AtFlags, Mode, OFlags};
 
-use crate::check::{check_layer, MemberSink};
+use crate::check::{check_layer, run_layers, MemberSink};
 use crate::dirfd;
 use crate::error::{Error, Result};
-use crate::index::{Entry, EntryKind};
+use crate::index::{EntryRef, KindRef};
 use crate::progress::Progress;
 use crate::reader::Bundle;
 use crate::store::BlobSource;
 use crate::tar::{content_mtime, EPOCH_BASE};
+use crate::view::LayerMember;
 
 /// How to extract.
 #[derive(Debug, Clone, Copy, Default)]
@@ -112,10 +111,19 @@ pub fn extract(
 
     // Layer 0 is checked first (it holds the directories the other layers write into).
     progress.start("extract", bundle.index.total_bytes());
-    check_layer(source, bundle, 0, &mut VerifyAndSkip, progress)?;
-    for e in bundle.index.entries() {
-        if matches!(e.kind, EntryKind::Dir) {
-            let rel = e.path.as_str();
+    run_layers(source, bundle, &[0], |k, lines| {
+        check_layer(source, bundle, k, lines, &mut VerifyAndSkip, progress)
+    })?;
+    // Layer 0's entries are streamed from the index (it can list millions of directories).
+    let layer0 = |f: &mut dyn FnMut(&EntryRef<'_>) -> Result<()>| {
+        bundle.index.for_each_in_layer(source, 0, |m| match m {
+            LayerMember::Plain(e) => f(&e),
+            LayerMember::HardLink(e, _) => f(&e),
+        })
+    };
+    layer0(&mut |e| {
+        if matches!(e.kind, KindRef::Dir) {
+            let rel = e.path;
             // mkdirat's mode is filtered by the umask (077 would give 0700, which a web server
             // running as another user cannot read); set the index's mode exactly.
             dirfd::at(rootd, rel, |d, p| {
@@ -125,43 +133,44 @@ pub fn extract(
             })
             .map_err(Error::io("create directory", root.join(rel)))?;
         }
-    }
+        Ok(())
+    })?;
     let n = bundle.meta.manifest.layers.len();
     let mut order: Vec<usize> = (1..n).collect();
     order.sort_by_key(|&k| std::cmp::Reverse(bundle.meta.manifest.layers[k].size));
-    let bytes: Vec<u64> = order
-        .par_iter()
-        .with_max_len(1)
-        .map(|&k| {
-            check_layer(
-                source,
-                bundle,
-                k,
-                &mut Writer {
-                    root: &root,
-                    root_fd: rootd,
-                    current: None,
-                    link_source: HashMap::new(),
-                },
-                progress,
-            )
-        })
-        .collect::<Result<_>>()?;
-    for e in bundle.index.entries() {
-        if let EntryKind::Symlink { target } = &e.kind {
-            let rel = e.path.as_str();
+    let bytes = run_layers(source, bundle, &order, |k, lines| {
+        check_layer(
+            source,
+            bundle,
+            k,
+            lines,
+            &mut Writer {
+                root: &root,
+                root_fd: rootd,
+                current: None,
+                link_source: HashMap::new(),
+            },
+            progress,
+        )
+    })?;
+    layer0(&mut |e| {
+        if let KindRef::Symlink { target } = e.kind {
+            let rel = e.path;
             dirfd::at(rootd, rel, |d, p| {
-                rustix::fs::symlinkat(target.as_str(), d, p).map_err(io::Error::from)
+                rustix::fs::symlinkat(target, d, p).map_err(io::Error::from)
             })
             .map_err(Error::io("create symlink", root.join(rel)))?;
         }
-    }
-    // Directory mtimes last, as tar does, so file creation does not disturb them.
-    for e in bundle.index.entries().iter().rev() {
-        if matches!(e.kind, EntryKind::Dir) {
-            set_dir_mtime(rootd, &root, e.path.as_str())?;
+        Ok(())
+    })?;
+    // Directory mtimes last, as tar does, so creating files and links does not disturb them
+    // (setting one directory's mtime does not change its parent's, so the order is free).
+    layer0(&mut |e| {
+        if matches!(e.kind, KindRef::Dir) {
+            set_dir_mtime(rootd, &root, e.path)?;
         }
-    }
+        Ok(())
+    })?;
     progress.finish();
     if opts.sync {
         rustix::fs::syncfs(rootd).map_err(|e| Error::Io {
@@ -247,7 +256,7 @@ fn set_dir_mtime(root_fd: BorrowedFd<'_>, root: &Path, rel: &str) -> Result<()> 
 struct VerifyAndSkip;
 
 impl MemberSink for VerifyAndSkip {
-    fn open_file(&mut self, e: &Entry) -> Result<Box<dyn Write + '_>> {
+    fn open_file(&mut self, e: &EntryRef<'_>) -> Result<Box<dyn Write + '_>> {
         Err(Error::corrupt("layer 0", format!("holds file {}", e.path)))
     }
 }
@@ -279,28 +288,34 @@ impl Writer<'_> {
     }
 
     /// The index's exact mode (open's was filtered by the umask) and the content mtime of §5.
-    fn finish_file(&self, f: &File, e: &Entry) -> Result<()> {
-        let p = || self.root.join(e.path.as_str());
+    fn finish_file(&self, f: &File, e: &EntryRef<'_>) -> Result<()> {
+        let p = || self.root.join(e.path);
         f.set_permissions(fs::Permissions::from_mode(e.mode()))
             .map_err(|err| Error::io("chmod", p())(err))?;
-        let mtime = e.hash().map(|h| content_mtime(&h.0)).unwrap_or(EPOCH_BASE);
+        let mtime = match e.kind {
+            KindRef::File { hash, .. } => content_mtime(&hash.0),
+            _ => EPOCH_BASE,
+        };
         f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime))
             .map_err(|err| Error::io("set mtime of", p())(err))
     }
 
     /// `e` as a copy of the (already extracted and verified) file `src`: `copy_file_range`,
     /// which shares the blocks (a reflink) on filesystems that can.
-    fn copy_of(&self, src: &str, e: &Entry) -> Result<()> {
+    fn copy_of(&self, src: &str, e: &EntryRef<'_>) -> Result<()> {
         let mut from =
             dirfd::open_file(self.root_fd, src).map_err(Error::io("read", self.root.join(src)))?;
-        let mut to = self.create(e.path.as_str(), e.mode())?;
-        let n = io::copy(&mut from, &mut to)
-            .map_err(Error::io("write", self.root.join(e.path.as_str())))?;
-        if n != e.size() {
+        let mut to = self.create(e.path, e.mode())?;
+        let n = io::copy(&mut from, &mut to).map_err(Error::io("write", self.root.join(e.path)))?;
+        let size = match e.kind {
+            KindRef::File { size, .. } => size,
+            _ => 0,
+        };
+        if n != size {
             return Err(Error::Io {
                 op: "copy",
-                path: self.root.join(e.path.as_str()),
-                source: io::Error::other(format!("copied {n} bytes of {}", e.size())),
+                path: self.root.join(e.path),
+                source: io::Error::other(format!("copied {n} bytes of {size}")),
             });
         }
         self.finish_file(&to, e)
@@ -308,9 +323,9 @@ impl Writer<'_> {
 }
 
 impl MemberSink for Writer<'_> {
-    fn open_file(&mut self, e: &Entry) -> Result<Box<dyn Write + '_>> {
-        let f = self.create(e.path.as_str(), e.mode())?;
-        let p = self.root.join(e.path.as_str());
+    fn open_file(&mut self, e: &EntryRef<'_>) -> Result<Box<dyn Write + '_>> {
+        let f = self.create(e.path, e.mode())?;
+        let p = self.root.join(e.path);
         self.current = Some((BufWriter::with_capacity(256 * 1024, f), p));
         match self.current.as_mut() {
             Some((w, _)) => Ok(Box::new(w)),
@@ -318,7 +333,7 @@ impl MemberSink for Writer<'_> {
         }
     }
 
-    fn file_done(&mut self, e: &Entry) -> Result<()> {
+    fn file_done(&mut self, e: &EntryRef<'_>) -> Result<()> {
         let Some((w, p)) = self.current.take() else {
             return Ok(());
         };
@@ -330,20 +345,20 @@ impl MemberSink for Writer<'_> {
         self.finish_file(&f, e)
     }
 
-    fn location(&self, e: &Entry) -> PathBuf {
-        self.root.join(e.path.as_str())
+    fn location(&self, e: &EntryRef<'_>) -> PathBuf {
+        self.root.join(e.path)
     }
 
     /// A hard link, as the layer says; past the filesystem's link limit (ext4: 65,000 per inode,
     /// which a site with that many copies of one file reaches: issue 8) a copy, to which the
     /// next links then go.
-    fn hardlink(&mut self, e: &Entry, canon: &Entry) -> Result<()> {
+    fn hardlink(&mut self, e: &EntryRef<'_>, canon: &str) -> Result<()> {
         let src = self
             .link_source
-            .get(canon.path.as_str())
+            .get(canon)
             .cloned()
-            .unwrap_or_else(|| canon.path.to_string());
-        let dst = e.path.as_str();
+            .unwrap_or_else(|| canon.to_string());
+        let dst = e.path;
         let linked = dirfd::at(self.root_fd, &src, |d1, p1| {
             dirfd::at(self.root_fd, dst, |d2, p2| {
                 rustix::fs::linkat(d1, p1, d2, p2, AtFlags::empty()).map_err(io::Error::from)
@@ -354,7 +369,7 @@ impl MemberSink for Writer<'_> {
             Err(err) if err.raw_os_error() == Some(rustix::io::Errno::MLINK.raw_os_error()) => {
                 self.copy_of(&src, e)?;
                 self.link_source
-                    .insert(canon.path.to_string(), e.path.to_string());
+                    .insert(canon.to_string(), e.path.to_string());
                 Ok(())
             }
             Err(err) => Err(Error::io("create hardlink", self.root.join(dst))(err)),

@@ -64,7 +64,11 @@ pub const PRECOMPRESSED_SUFFIXES: &[&str] = &["br", "gz", "zst"];
 /// `sitemap.xml.gz` on every deploy, and in the binary class it would make an otherwise unchanged
 /// image layer change every time (measured: medium v2 reused 51 % of layer bytes with it there).
 pub fn is_text(path: &crate::path::SitePath) -> bool {
-    let name = path.file_name();
+    is_text_name(path.file_name())
+}
+
+/// [`is_text`] of a file name (the last component of a path).
+pub(crate) fn is_text_name(name: &str) -> bool {
     // As web servers pick a MIME type: whatever follows the last dot, even a leading one
     // (Boost's docs have pages named `.html`).
     let ext_of =
@@ -117,7 +121,7 @@ fn content_key(e: &Entry) -> Option<ContentKey> {
     }
 }
 
-fn cut_hash(path: &str) -> u64 {
+pub(crate) fn cut_hash(path: &str) -> u64 {
     let h = blake3::hash(path.as_bytes());
     let mut b = [0u8; 8];
     b.copy_from_slice(&h.as_bytes()[..8]);
@@ -184,23 +188,176 @@ pub fn assign_layers(entries: &mut [Entry]) -> u32 {
 fn cut(files: &[(usize, u64, u64)], target: u64) -> Vec<Vec<usize>> {
     let mut groups = Vec::new();
     let mut current = Vec::new();
-    let mut acc = 0u64;
+    let mut cutter = Cutter::default();
     for &(i, size, h) in files {
-        if size >= target && !current.is_empty() {
+        if cutter.before(size, target) {
             groups.push(std::mem::take(&mut current));
-            acc = 0;
         }
         current.push(i);
-        acc += size;
-        if acc >= target.saturating_mul(4) || h % target < size {
+        if cutter.after(size, h, target) {
             groups.push(std::mem::take(&mut current));
-            acc = 0;
         }
     }
     if !current.is_empty() {
         groups.push(current);
     }
     groups
+}
+
+/// The state of rule 4 for one class and one TARGET: the running size of the open group and
+/// how many groups were closed. Shared by the writer ([`assign_layers`]) and the reader's check
+/// ([`GroupingCheck`]) so both cut at the same files.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cutter {
+    /// Groups closed so far.
+    closed: u32,
+    /// Bytes in the open group.
+    acc: u64,
+    /// Whether the open group holds a file.
+    open: bool,
+}
+
+impl Cutter {
+    /// Before adding a file of `size`: close the open group if the file is TARGET or larger.
+    /// Returns whether a group was closed.
+    fn before(&mut self, size: u64, target: u64) -> bool {
+        if size >= target && self.open {
+            self.close();
+            return true;
+        }
+        false
+    }
+
+    /// Add the file (`h` = [`cut_hash`] of its path), then close the group if rule 4 says so.
+    fn after(&mut self, size: u64, h: u64, target: u64) -> bool {
+        self.open = true;
+        self.acc = self.acc.saturating_add(size);
+        if self.acc >= target.saturating_mul(4) || h % target < size {
+            self.close();
+            return true;
+        }
+        false
+    }
+
+    fn close(&mut self) {
+        self.closed += 1;
+        self.acc = 0;
+        self.open = false;
+    }
+
+    /// Groups at the end of the class.
+    fn total(&self) -> u32 {
+        self.closed + u32::from(self.open)
+    }
+}
+
+/// Checks, over the canonical files of an index streamed in path order, that their layers are
+/// the ones rule 4-5 gives (spec §6). The TARGET the writer settled on depends on the total size
+/// (known only at the end) and on how many groups each TARGET gives, so every TARGET a writer
+/// can reach (4 MiB, doubled up to 2^63) is followed at once, each with its own [`Cutter`]s and
+/// a flag saying whether every file so far sat in the layer that TARGET gives it; at the end the
+/// TARGET the writer would have chosen must be one whose flag held. Memory: a few words per
+/// TARGET, whatever the index holds.
+pub(crate) struct GroupingCheck {
+    candidates: Vec<Candidate>,
+    total: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    target: u64,
+    text: Cutter,
+    binary: Cutter,
+    /// Every file so far is where this TARGET puts it.
+    ok: bool,
+    /// `layer - group` of the binary files: the number of text groups + 1 when `ok`.
+    binary_base: Option<i64>,
+}
+
+impl Default for GroupingCheck {
+    fn default() -> Self {
+        let mut candidates = Vec::new();
+        let mut t = MIN_TARGET;
+        loop {
+            candidates.push(Candidate {
+                target: t,
+                text: Cutter::default(),
+                binary: Cutter::default(),
+                ok: true,
+                binary_base: None,
+            });
+            if t > u64::MAX / 2 {
+                break;
+            }
+            t *= 2;
+        }
+        GroupingCheck {
+            candidates,
+            total: 0,
+        }
+    }
+}
+
+impl GroupingCheck {
+    /// The next canonical file (first path of its content, a checked site path), in path
+    /// order, with its layer.
+    pub(crate) fn feed(&mut self, path: &str, size: u64, layer: u32) {
+        self.total = self.total.saturating_add(size);
+        let text = is_text_name(path.rsplit('/').next().unwrap_or(path));
+        let h = cut_hash(path);
+        // Every candidate keeps cutting even once it disagrees: `finish` needs its true number of
+        // groups to know whether a writer would have chosen it.
+        for c in &mut self.candidates {
+            let cutter = if text { &mut c.text } else { &mut c.binary };
+            cutter.before(size, c.target);
+            let group = i64::from(cutter.closed);
+            cutter.after(size, h, c.target);
+            let layer = i64::from(layer);
+            let here = if text {
+                layer == group + 1
+            } else {
+                let base = layer - group;
+                *c.binary_base.get_or_insert(base) == base
+            };
+            c.ok &= here;
+        }
+    }
+
+    /// After the last file: the layering must be the one of the TARGET a writer settles on, and
+    /// the bundle must have exactly its groups as layers 1 to `layers - 1`.
+    pub(crate) fn finish(self, layers: u32) -> Result<(), String> {
+        let start = (self.total / TARGET_DIVISOR)
+            .max(1)
+            .next_power_of_two()
+            .max(MIN_TARGET);
+        let Some(c) = self
+            .candidates
+            .iter()
+            .filter(|c| c.target >= start)
+            .find(|c| ((c.text.total() + c.binary.total()) as usize) < crate::manifest::MAX_LAYERS)
+        else {
+            return Err("no layer size gives fewer than 100 layers".into());
+        };
+        let text_groups = c.text.total();
+        let groups = text_groups + c.binary.total();
+        let binary_ok = c
+            .binary_base
+            .is_none_or(|b| b == i64::from(text_groups) + 1);
+        if !c.ok || !binary_ok {
+            return Err(format!(
+                "files are not in the layers spec §6 gives them (layer size {} for {} bytes of \
+                 content)",
+                c.target, self.total
+            ));
+        }
+        if groups + 1 != layers {
+            return Err(format!(
+                "the grouping rule gives {} layers, the bundle has {layers}",
+                groups + 1
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What goes into one layer's tar stream, in order.
@@ -276,5 +433,74 @@ pub fn header(m: &Member<'_>) -> crate::tar::TarHeader {
             mtime: e.hash().map(|h| content_mtime(&h.0)).unwrap_or(EPOCH_BASE),
             link: canon.path.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod grouping_check_tests {
+    use super::*;
+    use crate::path::SitePath;
+
+    fn files(n: usize, seed: u64) -> Vec<Entry> {
+        let mut x = seed | 1;
+        let mut v: Vec<Entry> = (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Mostly small files, some of several MiB, so cuts, own-layer files and (with
+                // many) the doubling of TARGET all happen.
+                let size = match x % 50 {
+                    0 => 5 * 1024 * 1024 + x % 1000,
+                    1..=3 => 600_000 + x % 100_000,
+                    _ => x % 20_000,
+                };
+                let ext = if x.is_multiple_of(3) { "png" } else { "html" };
+                Entry {
+                    path: SitePath::new(format!("p/{i:05}.{ext}")).expect("path"),
+                    kind: EntryKind::File {
+                        size,
+                        hash: FileHash::of(&(i as u64 % (n as u64 - 3)).to_le_bytes()),
+                        executable: false,
+                    },
+                    layer: 0,
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.path.as_str().cmp(b.path.as_str()));
+        v
+    }
+
+    fn check(entries: &[Entry], layers: u32) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        let mut g = GroupingCheck::default();
+        for e in entries {
+            if let Some(k) = content_key(e) {
+                if seen.insert(k) {
+                    g.feed(e.path.as_str(), e.size(), e.layer);
+                }
+            }
+        }
+        g.finish(layers)
+    }
+
+    #[test]
+    fn the_reader_check_accepts_exactly_the_writer_grouping() {
+        for (n, seed) in [(10, 1), (400, 2), (3000, 3), (20_000, 4)] {
+            let mut v = files(n, seed);
+            let layers = assign_layers(&mut v);
+            assert_eq!(check(&v, layers), Ok(()), "{n} files");
+            // Any one canonical file moved to another layer is refused.
+            let i = n / 2;
+            let before = v[i].layer;
+            v[i].layer = if before > 1 { before - 1 } else { before + 1 };
+            assert!(
+                check(&v, layers.max(v[i].layer + 1)).is_err(),
+                "{n} files, moved"
+            );
+            v[i].layer = before;
+            // A wrong layer count is refused.
+            assert!(check(&v, layers + 1).is_err());
+        }
     }
 }

@@ -12,11 +12,15 @@
 //! |---|---|---|
 //! | digests | [`digest`] | [`Digest`] (sha256, OCI form), [`FileHash`] (BLAKE3) |
 //! | paths inside a site | [`path`] | [`SitePath`] |
-//! | per-file index | [`index`] | [`Index`], [`Entry`] |
-//! | symlinks resolved through the bundle | [`links`] | [`links::Resolver`], [`links::check_links`] |
+//! | per-file index | [`index`] | [`Index`], [`Entry`], [`index::EntryRef`], [`index::parse_line`] |
+//! | a reader's checked, streamed index | [`view`] | [`view::IndexView`] |
+//! | reader limits (sizes, counts) | [`limits`] | [`limits::MAX_ENTRIES`], [`limits::MAX_INDEX_BYTES`] |
+//! | keyed path hashes | [`pathkey`] | [`pathkey::PathKey`], [`pathkey::PathHasher`] |
+//! | symlinks resolved through the bundle | [`links`] | [`links::Resolver`], [`links::Tree`], [`links::check_links`] |
 //! | canonical tar | [`tar`] | [`tar::write_header`], [`tar::TarReader`] |
 //! | layer grouping | [`layout`] | [`layout::assign_layers`] |
-//! | compression + index trailer | [`compress`] | [`Compression`] |
+//! | compression + index trailer | [`compress`] | [`Compression`], [`compress::LayerEncoding`] |
+//! | index rebuilt from re-compressed layers | `rebuild` | (used by [`Bundle::open`]) |
 //! | OCI manifest/config | [`manifest`] | [`Manifest`], [`ImageConfig`] |
 //! | walking a site | [`walk`] | [`walk::walk`], [`WalkOptions`] |
 //! | building | [`build`](mod@build) | [`build()`], [`BuildOptions`], [`BuildReport`] |
@@ -44,14 +48,18 @@ pub mod extract;
 pub mod index;
 mod iotrap;
 pub mod layout;
+pub mod limits;
 pub mod links;
 pub mod manifest;
 pub mod path;
+pub mod pathkey;
 pub mod progress;
 pub mod reader;
+mod rebuild;
 pub mod store;
 pub mod tar;
 pub mod verify;
+pub mod view;
 pub mod walk;
 
 pub use build::{build, BuildOptions, BuildReport};

@@ -12,13 +12,14 @@
 //! [`MAX_LINK_FOLLOWS`] links followed in total (which is also how a loop shows up).
 //!
 //! The work is bounded whatever the index holds: each link's resolution is memoized, so one
-//! index costs O(total length of all targets × log(entries)); recursion is at most
+//! index costs O(total length of all targets) lookups; recursion is at most
 //! [`MAX_LINK_FOLLOWS`] deep because every nested call spends at least one follow of the
-//! caller's budget.
+//! caller's budget. The memory is one memo slot per link, never a path: positions are whatever
+//! the [`Tree`] uses to name an entry (an index into sorted entries when building, a position in
+//! a table of keyed path hashes when reading an index too large to keep, see
+//! [`crate::pathkey`]), and `..` is a step to the position's parent.
 //!
 //! The same rules are `spec/format.md` §3 (writers) and §9 (readers).
-
-use std::collections::HashMap;
 
 use crate::error::{Error, SymlinkProblem};
 use crate::index::{Entry, EntryKind};
@@ -28,27 +29,50 @@ use crate::index::{Entry, EntryKind};
 /// (`DEST/current`, a `/srv` link), so a bundle keeps a margin below the kernel's limit.
 pub const MAX_LINK_FOLLOWS: u32 = 32;
 
-/// Where a link (or a path) ends up.
+/// What a name looked up in a directory is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resolved {
-    /// The site root itself.
-    Root,
-    /// The entry at this position of the index (a directory or a regular file, never a link).
-    Entry(usize),
+pub enum Node<P> {
+    /// A directory, at this position.
+    Dir(P),
+    /// A regular file, at this position.
+    File(P),
+    /// The symlink with this number (links are numbered from 0 in path order).
+    Link(u32),
+}
+
+/// A site's tree as link resolution sees it: positions (the root, directories, files), names
+/// looked up in a directory, and the links.
+pub trait Tree {
+    /// Names a position (the root, a directory or a file).
+    type Pos: Copy + PartialEq;
+    /// The site root.
+    fn root(&self) -> Self::Pos;
+    /// The directory holding `p` (never called with the root).
+    fn parent(&self, p: Self::Pos) -> Self::Pos;
+    /// What `name` is inside the directory at `p`, if anything.
+    fn child(&self, p: Self::Pos, name: &str) -> Option<Node<Self::Pos>>;
+    /// Number of symlinks.
+    fn link_count(&self) -> usize;
+    /// Target of link `id`.
+    fn link_target(&self, id: u32) -> &str;
+    /// The directory holding link `id`.
+    fn link_dir(&self, id: u32) -> Self::Pos;
 }
 
 /// A successful resolution and how many links it followed (the link itself included).
 #[derive(Debug, Clone, Copy)]
-struct Found {
-    at: Resolved,
+struct Found<P> {
+    at: P,
+    is_file: bool,
     follows: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Memo {
+enum Memo<P> {
+    Unvisited,
     /// Being resolved further up the stack: meeting it again is a loop.
     InProgress,
-    Done(Found),
+    Done(Found<P>),
     /// Fails on its own, whatever the budget.
     Bad(SymlinkProblem),
     /// Needs more than this many follows (so it may still work with a larger budget).
@@ -62,58 +86,51 @@ enum Fail {
     Budget,
 }
 
-/// Resolves links over sorted index entries.
-pub struct Resolver<'a> {
-    entries: &'a [Entry],
-    memo: HashMap<usize, Memo>,
+/// Resolves the links of a [`Tree`].
+pub struct Resolver<'a, T: Tree> {
+    tree: &'a T,
+    memo: Vec<Memo<T::Pos>>,
 }
 
-impl<'a> Resolver<'a> {
-    /// A resolver over `entries`, which must be sorted by path bytewise (as [`crate::Index`]
-    /// keeps them).
-    pub fn new(entries: &'a [Entry]) -> Resolver<'a> {
+impl<'a, T: Tree> Resolver<'a, T> {
+    /// A resolver over `tree`.
+    pub fn new(tree: &'a T) -> Resolver<'a, T> {
         Resolver {
-            entries,
-            memo: HashMap::new(),
+            tree,
+            memo: vec![Memo::Unvisited; tree.link_count()],
         }
     }
 
-    /// Resolve the symlink at position `link` of the entries: where it ends, or why it is bad.
-    pub fn resolve(&mut self, link: usize) -> Result<Resolved, SymlinkProblem> {
-        match self.resolve_within(link, MAX_LINK_FOLLOWS) {
-            Ok(found) => Ok(found.at),
+    /// Resolve link `id`: where it ends (and whether that is a regular file), or why it is bad.
+    pub fn resolve(&mut self, id: u32) -> Result<(T::Pos, bool), SymlinkProblem> {
+        match self.resolve_within(id, MAX_LINK_FOLLOWS) {
+            Ok(found) => Ok((found.at, found.is_file)),
             Err(Fail::Problem(p)) => Err(p),
             Err(Fail::Budget) => Err(SymlinkProblem::Loop),
         }
     }
 
-    fn lookup(&self, path: &str) -> Option<usize> {
-        self.entries
-            .binary_search_by(|e| e.path.as_str().as_bytes().cmp(path.as_bytes()))
-            .ok()
-    }
-
-    fn resolve_within(&mut self, link: usize, budget: u32) -> Result<Found, Fail> {
+    fn resolve_within(&mut self, id: u32, budget: u32) -> Result<Found<T::Pos>, Fail> {
         if budget == 0 {
             return Err(Fail::Budget);
         }
-        match self.memo.get(&link) {
-            Some(Memo::InProgress) => return Err(Fail::Problem(SymlinkProblem::Loop)),
-            Some(Memo::Done(f)) if f.follows <= budget => return Ok(*f),
-            Some(Memo::Done(_)) => return Err(Fail::Budget),
-            Some(Memo::Bad(p)) => return Err(Fail::Problem(*p)),
-            Some(Memo::OverBudget(b)) if *b >= budget => return Err(Fail::Budget),
+        let slot = id as usize;
+        match self.memo[slot] {
+            Memo::InProgress => return Err(Fail::Problem(SymlinkProblem::Loop)),
+            Memo::Done(f) if f.follows <= budget => return Ok(f),
+            Memo::Done(_) => return Err(Fail::Budget),
+            Memo::Bad(p) => return Err(Fail::Problem(p)),
+            Memo::OverBudget(b) if b >= budget => return Err(Fail::Budget),
             _ => {}
         }
-        self.memo.insert(link, Memo::InProgress);
-        let result = self.walk_target(link, budget);
-        let memo = match &result {
+        self.memo[slot] = Memo::InProgress;
+        let result = self.walk_target(id, budget);
+        self.memo[slot] = match &result {
             Ok(f) => Memo::Done(*f),
             Err(Fail::Problem(p)) => Memo::Bad(*p),
             Err(Fail::Budget) if budget >= MAX_LINK_FOLLOWS => Memo::Bad(SymlinkProblem::Loop),
             Err(Fail::Budget) => Memo::OverBudget(budget),
         };
-        self.memo.insert(link, memo);
         match result {
             Err(Fail::Budget) if budget >= MAX_LINK_FOLLOWS => {
                 Err(Fail::Problem(SymlinkProblem::Loop))
@@ -122,29 +139,19 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// Walk the target of the link at `link` from the link's directory.
-    fn walk_target(&mut self, link: usize, budget: u32) -> Result<Found, Fail> {
-        let entries = self.entries;
-        let e = &entries[link];
-        let EntryKind::Symlink { target } = &e.kind else {
-            return Ok(Found {
-                at: Resolved::Entry(link),
-                follows: 0,
-            });
-        };
+    /// Walk the target of link `id` from the link's directory.
+    fn walk_target(&mut self, id: u32, budget: u32) -> Result<Found<T::Pos>, Fail> {
+        let tree = self.tree;
+        let target = tree.link_target(id);
         if target.is_empty() {
             return Err(Fail::Problem(SymlinkProblem::Dangling));
         }
         if target.starts_with('/') {
             return Err(Fail::Problem(SymlinkProblem::Absolute));
         }
-        // The current position: a physical path with no link in it ("" is the root), and
-        // whether it names a regular file (then nothing may follow it, not even `.` or `/`).
-        let mut here: String = e.path.parent().map(|p| p.to_string()).unwrap_or_default();
-        let mut at = match self.lookup(&here) {
-            Some(i) if !here.is_empty() => Resolved::Entry(i),
-            _ => Resolved::Root,
-        };
+        // The current position, a place with no link in it, and whether it is a regular file
+        // (then nothing may follow it, not even `.` or `/`).
+        let mut here = tree.link_dir(id);
         let mut at_file = false;
         let mut follows = 1u32;
         for comp in target.split('/') {
@@ -154,81 +161,149 @@ impl<'a> Resolver<'a> {
             match comp {
                 "" | "." => {}
                 ".." => {
-                    if here.is_empty() {
+                    if here == tree.root() {
                         return Err(Fail::Problem(SymlinkProblem::Escapes));
                     }
-                    here.truncate(here.rfind('/').unwrap_or(0));
-                    at = match self.lookup(&here) {
-                        Some(i) if !here.is_empty() => Resolved::Entry(i),
-                        _ => Resolved::Root,
-                    };
+                    here = tree.parent(here);
                 }
-                name => {
-                    let candidate = if here.is_empty() {
-                        name.to_string()
-                    } else {
-                        format!("{here}/{name}")
-                    };
-                    let Some(i) = self.lookup(&candidate) else {
-                        return Err(Fail::Problem(SymlinkProblem::Dangling));
-                    };
-                    match &entries[i].kind {
-                        EntryKind::Dir => {
-                            here = candidate;
-                            at = Resolved::Entry(i);
-                        }
-                        EntryKind::File { .. } => {
-                            here = candidate;
-                            at = Resolved::Entry(i);
-                            at_file = true;
-                        }
-                        EntryKind::Symlink { .. } => {
-                            let found = self.resolve_within(i, budget - follows)?;
-                            follows += found.follows;
-                            if follows > budget {
-                                return Err(Fail::Budget);
-                            }
-                            at = found.at;
-                            (here, at_file) = match found.at {
-                                Resolved::Root => (String::new(), false),
-                                Resolved::Entry(j) => (
-                                    entries[j].path.to_string(),
-                                    matches!(entries[j].kind, EntryKind::File { .. }),
-                                ),
-                            };
-                        }
+                name => match tree.child(here, name) {
+                    None => return Err(Fail::Problem(SymlinkProblem::Dangling)),
+                    Some(Node::Dir(p)) => here = p,
+                    Some(Node::File(p)) => {
+                        here = p;
+                        at_file = true;
                     }
-                }
+                    Some(Node::Link(j)) => {
+                        let found = self.resolve_within(j, budget - follows)?;
+                        follows += found.follows;
+                        if follows > budget {
+                            return Err(Fail::Budget);
+                        }
+                        here = found.at;
+                        at_file = found.is_file;
+                    }
+                },
             }
         }
-        Ok(Found { at, follows })
+        Ok(Found {
+            at: here,
+            is_file: at_file,
+            follows,
+        })
+    }
+}
+
+/// Sorted index entries as a [`Tree`]: positions are indices into the entries (`usize::MAX` is
+/// the root), names are found by binary search. What the builder and [`crate::Index`] use.
+pub struct SliceTree<'a> {
+    entries: &'a [Entry],
+    /// Entry index of each link, in path order.
+    links: Vec<usize>,
+}
+
+impl<'a> SliceTree<'a> {
+    /// A tree over `entries`, which must be sorted by path bytewise (as [`crate::Index`] keeps
+    /// them).
+    pub fn new(entries: &'a [Entry]) -> SliceTree<'a> {
+        let links = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e.kind, EntryKind::Symlink { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        SliceTree { entries, links }
+    }
+
+    fn lookup(&self, path: &str) -> Option<usize> {
+        self.entries
+            .binary_search_by(|e| e.path.as_str().as_bytes().cmp(path.as_bytes()))
+            .ok()
+    }
+
+    fn dir_of(&self, i: usize) -> usize {
+        match self.entries[i].path.as_str().rfind('/') {
+            Some(cut) => self
+                .lookup(&self.entries[i].path.as_str()[..cut])
+                .unwrap_or(usize::MAX),
+            None => usize::MAX,
+        }
+    }
+
+    /// Link number of the entry at `i`, if it is a link.
+    pub fn link_id(&self, i: usize) -> Option<u32> {
+        self.links.binary_search(&i).ok().map(|n| n as u32)
+    }
+}
+
+impl Tree for SliceTree<'_> {
+    type Pos = usize;
+
+    fn root(&self) -> usize {
+        usize::MAX
+    }
+
+    fn parent(&self, p: usize) -> usize {
+        self.dir_of(p)
+    }
+
+    fn child(&self, p: usize, name: &str) -> Option<Node<usize>> {
+        let path = if p == usize::MAX {
+            name.to_string()
+        } else {
+            format!("{}/{name}", self.entries[p].path)
+        };
+        let i = self.lookup(&path)?;
+        Some(match &self.entries[i].kind {
+            EntryKind::Dir => Node::Dir(i),
+            EntryKind::File { .. } => Node::File(i),
+            EntryKind::Symlink { .. } => Node::Link(self.link_id(i)?),
+        })
+    }
+
+    fn link_count(&self) -> usize {
+        self.links.len()
+    }
+
+    fn link_target(&self, id: u32) -> &str {
+        match &self.entries[self.links[id as usize]].kind {
+            EntryKind::Symlink { target } => target,
+            _ => "",
+        }
+    }
+
+    fn link_dir(&self, id: u32) -> usize {
+        self.dir_of(self.links[id as usize])
     }
 }
 
 /// Check every symlink of `entries` (sorted by path): each must resolve, through the bundle's
 /// own links, to a directory or regular file of the site (or its root).
 pub fn check_links(entries: &[Entry]) -> Result<(), Error> {
-    let mut resolver = Resolver::new(entries);
-    for (i, e) in entries.iter().enumerate() {
-        if let EntryKind::Symlink { target } = &e.kind {
-            resolver.resolve(i).map_err(|problem| Error::BadSymlink {
-                path: e.path.to_string(),
-                target: target.clone(),
+    let tree = SliceTree::new(entries);
+    let mut resolver = Resolver::new(&tree);
+    for (id, &i) in tree.links.iter().enumerate() {
+        resolver
+            .resolve(id as u32)
+            .map_err(|problem| Error::BadSymlink {
+                path: entries[i].path.to_string(),
+                target: tree.link_target(id as u32).to_string(),
                 problem,
             })?;
-        }
     }
     Ok(())
 }
 
 /// Every bad symlink of `entries`, not only the first: what `--drop-bad-symlinks` removes.
 pub fn bad_links(entries: &[Entry]) -> Vec<(usize, SymlinkProblem)> {
-    let mut resolver = Resolver::new(entries);
-    entries
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| matches!(e.kind, EntryKind::Symlink { .. }))
-        .filter_map(|(i, _)| resolver.resolve(i).err().map(|p| (i, p)))
+    let tree = SliceTree::new(entries);
+    let mut resolver = Resolver::new(&tree);
+    (0..tree.links.len())
+        .filter_map(|id| {
+            resolver
+                .resolve(id as u32)
+                .err()
+                .map(|p| (tree.links[id], p))
+        })
         .collect()
 }
 

@@ -27,8 +27,15 @@ impl SitePath {
     /// Validate `s` as a path inside a site.
     pub fn new(s: impl Into<String>) -> Result<SitePath, Error> {
         let s = s.into();
+        SitePath::check(&s)?;
+        Ok(SitePath(s))
+    }
+
+    /// Check `s` against the rules of a site path without allocating (readers check every
+    /// line of an index this way before keeping anything of it).
+    pub fn check(s: &str) -> Result<(), Error> {
         let bad = |reason| Error::InvalidPath {
-            path: s.clone(),
+            path: s.to_string(),
             reason,
         };
         if s.is_empty() {
@@ -53,7 +60,12 @@ impl SitePath {
                 _ => {}
             }
         }
-        Ok(SitePath(s))
+        Ok(())
+    }
+
+    /// A path already checked with [`SitePath::check`].
+    pub(crate) fn from_checked(s: String) -> SitePath {
+        SitePath(s)
     }
 
     /// The path as a string.

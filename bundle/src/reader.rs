@@ -2,25 +2,28 @@
 //!
 //! Trust flows from the manifest digest (or the bundle id) down: the manifest names the config by
 //! digest, the config carries the index digest and the `diff_id` of every layer, and the index
-//! carries the BLAKE3 of every file. The index is read from layer 0's trailer with two range reads
-//! (footer, then index frame), without reading any layer.
+//! carries the BLAKE3 of every file. The index is found in layer 0's trailer with one range read
+//! (the footer), then streamed and checked against every rule of the spec ([`crate::view`]),
+//! without reading any layer. A copy whose layer 0 lost its trailer (re-compressed by a registry
+//! tool) has its index rebuilt from the layers ([`crate::rebuild`]); the rebuilt bytes must hash
+//! to the config's index label like any other.
 
-use std::io::{self, Read};
+use std::io::Read;
 
-use crate::compress::{decode_index_frame, parse_footer, Compression};
+use crate::compress::{find_footer, LayerEncoding};
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, Result};
-use crate::index::Index;
 use crate::manifest::{parse_config, parse_manifest, BundleMeta, MAX_JSON_BYTES};
 use crate::store::BlobSource;
+use crate::view::{IndexView, Source};
 
 /// An opened, checked bundle: its metadata and index.
 #[derive(Debug, Clone)]
 pub struct Bundle {
     /// Manifest, config and derived facts.
     pub meta: BundleMeta,
-    /// The per-file index.
-    pub index: Index,
+    /// The per-file index, checked, streamed from the blobs when used.
+    pub index: IndexView,
 }
 
 impl Bundle {
@@ -34,6 +37,15 @@ impl Bundle {
     pub fn from_manifest_bytes(source: &dyn BlobSource, manifest_bytes: &[u8]) -> Result<Bundle> {
         let manifest = parse_manifest(manifest_bytes)?;
         let manifest_digest = Digest::of(manifest_bytes);
+        if manifest.config.size > MAX_JSON_BYTES {
+            return Err(Error::corrupt(
+                "manifest",
+                format!(
+                    "its config descriptor says {} bytes, more than 4 MiB",
+                    manifest.config.size
+                ),
+            ));
+        }
         let config_bytes =
             read_verified(source, &manifest.config.digest, MAX_JSON_BYTES, "config")?;
         if config_bytes.len() as u64 != manifest.config.size {
@@ -42,17 +54,32 @@ impl Bundle {
                 "size differs from the manifest's descriptor",
             ));
         }
-        let (config, index_digest) = parse_config(&manifest, &config_bytes)?;
-        let compression = Compression::from_media_type(&manifest.layers[0].media_type)
-            .ok_or_else(|| Error::corrupt("manifest", "unsupported layer media type"))?;
+        let (config, labels) = parse_config(&manifest, &config_bytes)?;
+        let encodings = manifest
+            .layers
+            .iter()
+            .map(|l| {
+                LayerEncoding::from_media_type(&l.media_type).ok_or_else(|| {
+                    Error::corrupt(
+                        "manifest",
+                        format!("unsupported layer media type {:?}", l.media_type),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let meta = BundleMeta {
             manifest_digest,
             manifest,
             config,
-            compression,
-            index_digest,
+            encodings,
+            labels,
+            index_digest: labels.index,
         };
-        let index = read_index(source, &meta)?;
+        let src = match locate_index(source, &meta)? {
+            Some(s) => s,
+            None => crate::rebuild::rebuild(source, &meta)?,
+        };
+        let index = IndexView::open(src, source, meta.manifest.layers.len() as u32, &meta.labels)?;
         Ok(Bundle { meta, index })
     }
 
@@ -85,85 +112,37 @@ pub fn read_verified(source: &dyn BlobSource, d: &Digest, max: u64, what: &str) 
     Ok(buf)
 }
 
-/// Read and check the index from layer 0's trailer.
-fn read_index(source: &dyn BlobSource, meta: &BundleMeta) -> Result<Index> {
+/// Where layer 0's trailer says the index is, or `None` when layer 0 has no trailer (an
+/// uncompressed layer never has one: bytes after the tar would change its `diff_id`).
+fn locate_index(source: &dyn BlobSource, meta: &BundleMeta) -> Result<Option<Source>> {
     let l0 = &meta.manifest.layers[0];
-    let c = meta.compression;
+    let Some(c) = meta.encodings[0].compression() else {
+        return Ok(None);
+    };
     let flen = c.footer_len() as u64;
     if l0.size < flen {
-        return Err(Error::corrupt("layer 0", "too small to carry the index"));
+        return Ok(None);
     }
     let footer = source.read_range(&l0.digest, l0.size - flen, flen)?;
-    let (off, len) = parse_footer(c, &footer)?;
-    if off.checked_add(len) != Some(l0.size - flen) {
+    let Some((offset, len)) = find_footer(c, &footer)? else {
+        return Ok(None);
+    };
+    if offset.checked_add(len) != Some(l0.size - flen) {
         return Err(Error::corrupt(
             "layer 0 index footer",
             "offset and length do not end at the footer",
         ));
     }
-    if len > crate::compress::MAX_INDEX_BYTES {
+    if len > crate::limits::MAX_INDEX_FRAME_BYTES {
         return Err(Error::corrupt(
             "layer 0 index",
             "larger than the format allows",
         ));
     }
-    let frame = source.read_range(&l0.digest, off, len)?;
-    let bytes = decode_index_frame(c, &frame)?;
-    let found = Digest::of(&bytes);
-    if found != meta.index_digest {
-        return Err(Error::DigestMismatch {
-            what: "index".into(),
-            expected: meta.index_digest,
-            found,
-        });
-    }
-    let index = Index::decode(&bytes)?;
-    let n = meta.manifest.layers.len() as u32;
-    if index.layer_count() > n {
-        return Err(Error::corrupt(
-            "bundle index",
-            format!("refers to layer {} of {n}", index.layer_count() - 1),
-        ));
-    }
-    for k in 1..n {
-        if !index.entries().iter().any(|e| e.layer == k) {
-            return Err(Error::corrupt(
-                "bundle index",
-                format!("layer {k} holds no entry"),
-            ));
-        }
-    }
-    Ok(index)
-}
-
-/// A layer decoder whose underlying reader can be recovered, so the rest of the blob (the index
-/// trailer on layer 0) is hashed too.
-pub(crate) enum LayerDecoder<R: io::BufRead> {
-    Zstd(zstd::stream::read::Decoder<'static, R>),
-    Gzip(flate2::bufread::MultiGzDecoder<R>),
-}
-
-impl<R: io::BufRead> LayerDecoder<R> {
-    pub(crate) fn new(c: Compression, r: R) -> io::Result<Self> {
-        Ok(match c {
-            Compression::Zstd => LayerDecoder::Zstd(zstd::stream::read::Decoder::with_buffer(r)?),
-            Compression::Gzip => LayerDecoder::Gzip(flate2::bufread::MultiGzDecoder::new(r)),
-        })
-    }
-
-    pub(crate) fn into_inner(self) -> R {
-        match self {
-            LayerDecoder::Zstd(d) => d.finish(),
-            LayerDecoder::Gzip(d) => d.into_inner(),
-        }
-    }
-}
-
-impl<R: io::BufRead> Read for LayerDecoder<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            LayerDecoder::Zstd(d) => d.read(buf),
-            LayerDecoder::Gzip(d) => d.read(buf),
-        }
-    }
+    Ok(Some(Source::Trailer {
+        layer0: l0.digest,
+        compression: c,
+        offset,
+        len,
+    }))
 }

@@ -493,6 +493,19 @@ impl Store {
                 matches.push(b.manifest);
             }
         }
+        // One bundle id can name several manifests (the same site built with zstd and with
+        // gzip, or pulled from a re-compressed copy): they hold the same content, so the id
+        // resolves to the one listed last in index.json, the most recently recorded (spec §8).
+        // A tag or the manifest digest picks a given one.
+        let by_manifest = bundles.iter().any(|b| b.manifest.hex().starts_with(&hex));
+        let ids: std::collections::HashSet<Option<Digest>> = bundles
+            .iter()
+            .filter(|b| matches.contains(&b.manifest))
+            .map(|b| b.id)
+            .collect();
+        if matches.len() > 1 && !by_manifest && ids.len() == 1 && !ids.contains(&None) {
+            return Ok(matches[matches.len() - 1]);
+        }
         match matches.len() {
             0 => Err(Error::UnknownRef {
                 reference: reference.to_string(),

@@ -1,9 +1,7 @@
 //! `verify`: every blob against its digest, every layer against its `diff_id`, every file against
 //! the index. Layers are checked in parallel on rayon.
 
-use rayon::prelude::*;
-
-use crate::check::{check_layer, VerifyOnly};
+use crate::check::{check_layer, run_layers, VerifyOnly};
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::reader::Bundle;
@@ -32,11 +30,9 @@ pub fn verify(
     progress.start("verify", bundle.index.total_bytes());
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by_key(|&k| std::cmp::Reverse(bundle.meta.manifest.layers[k].size));
-    let bytes: Vec<u64> = order
-        .par_iter()
-        .with_max_len(1)
-        .map(|&k| check_layer(source, bundle, k, &mut VerifyOnly, progress))
-        .collect::<Result<_>>()?;
+    let bytes = run_layers(source, bundle, &order, |k, lines| {
+        check_layer(source, bundle, k, lines, &mut VerifyOnly, progress)
+    })?;
     progress.finish();
     Ok(VerifyReport {
         id: bundle.id(),

@@ -88,9 +88,8 @@ fn reference_reader_accepts_what_we_write() {
             let home = tmp.path().join(format!("store-{compression:?}"));
             let store = Store::open(&home).expect("store");
             let opts = BuildOptions {
-                compression,
                 tags: vec!["t".into()],
-                ..BuildOptions::default()
+                ..vector_options(&desc, compression)
             };
             let r = bundle::build(&site, &store, &opts, &NoProgress).expect("build");
             let out = tmp.path().join(format!("ref-{compression:?}"));
@@ -120,7 +119,7 @@ fn reference_reader_accepts_what_we_write() {
             checked += 1;
         }
     }
-    assert!(checked >= 6, "checked only {checked} builds");
+    assert!(checked >= 8, "checked only {checked} builds");
 }
 
 #[test]

@@ -204,8 +204,9 @@ pub struct BuildArgs {
     /// refusing the site.
     #[arg(long)]
     pub drop_bad_symlinks: bool,
-    /// Platform written in the image config (a site runs anywhere; runtimes want one).
-    #[arg(long, default_value = "linux/amd64", value_name = "OS/ARCH")]
+    /// Platform written in the image config (a site runs anywhere; runtimes want one):
+    /// OS/ARCH or OS/ARCH/VARIANT, as linux/arm64/v8.
+    #[arg(long, default_value = "linux/amd64", value_name = "OS/ARCH[/VARIANT]")]
     pub platform: String,
     /// Do not use or update the build cache.
     #[arg(long)]
@@ -262,9 +263,11 @@ pub struct ExportArgs {
     /// Output file.
     #[arg(long, short)]
     pub output: PathBuf,
-    /// Reference name recorded in the archive (`oci-archive:FILE:NAME`).
-    #[arg(long, default_value = "latest")]
-    pub name: String,
+    /// Reference name recorded in the archive (`oci-archive:FILE:NAME`, the name `podman load`
+    /// and `ctr import` give the image). Default: REF when it is a tag, else the bundle's tag
+    /// when it has exactly one, else `latest`.
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 /// `import` arguments.

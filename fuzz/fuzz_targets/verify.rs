@@ -93,13 +93,13 @@ fn fixed() -> &'static Fixed {
             },
             file("d/a.html", &a, false),
             file("d/b.html", &a, false),
-            file("run.sh", &b, true),
+            file("run.js", &b, true),
             file("z.txt", b"", false),
         ])
         .expect("index");
         let mut contents = HashMap::new();
         contents.insert("d/a.html".to_string(), a);
-        contents.insert("run.sh".to_string(), b);
+        contents.insert("run.js".to_string(), b);
         contents.insert("z.txt".to_string(), Vec::new());
         let index_bytes = index.encode();
         let tar0 = tar_of(&index, 0, &contents);
@@ -175,6 +175,7 @@ fuzz_target!(|data: &[u8]| {
             kind: "layers".into(),
             diff_ids: vec![f.layer0_diff, diff1],
         },
+        variant: None,
     };
     let cb = config.to_bytes();
     let id = Digest::of(&cb);

@@ -177,6 +177,7 @@ pub fn craft_with(store: &Store, c: Compression, index: &[u8], tars: &[Vec<u8>])
             kind: "layers".into(),
             diff_ids,
         },
+        variant: None,
     };
     let cb = config.to_bytes();
     let id = store.put_blob(&cb).unwrap();

@@ -7,6 +7,12 @@
 //! | concept | module | main items |
 //! |---|---|---|
 //! | hand-made bundles: any index, any tar, every digest right | [`craft`] | [`craft::craft`], [`craft::M`], [`craft::tar`], [`craft::index_text`] |
+//! | an honest bundle rewritten with one rule broken, digests recomputed | [`forge`] | [`forge::Forge`], [`forge::RULES`] |
+//! | peak RSS of a child, from `wait4` | [`rss`] | [`rss::run`], [`rss::Measured`] |
+//! | index bombs, link bombs, honest bundles with a large index | [`bombs`] | [`bombs::index_bomb`], [`bombs::large_index`], [`bombs::link_bomb`] |
 #![allow(clippy::unwrap_used)]
 
+pub mod bombs;
 pub mod craft;
+pub mod forge;
+pub mod rss;

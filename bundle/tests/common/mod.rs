@@ -41,3 +41,24 @@ pub fn materialize(desc: &serde_json::Value, root: &Path) {
         }
     }
 }
+
+/// The build options a vector asks for: its `platform` (`OS/ARCH[/VARIANT]`, default
+/// linux/amd64), with `compression`, no cache.
+pub fn vector_options(
+    desc: &serde_json::Value,
+    compression: bundle::Compression,
+) -> bundle::BuildOptions {
+    let platform: bundle::manifest::Platform = desc["platform"]
+        .as_str()
+        .unwrap_or("linux/amd64")
+        .parse()
+        .expect("a valid platform");
+    bundle::BuildOptions {
+        compression,
+        use_cache: false,
+        os: platform.os,
+        architecture: platform.architecture,
+        variant: platform.variant,
+        ..bundle::BuildOptions::default()
+    }
+}

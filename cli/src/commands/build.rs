@@ -1,6 +1,7 @@
 //! `sitebundle build DIR`.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+use bundle::manifest::Platform;
 use bundle::{BuildOptions, WalkOptions};
 
 use super::{bars, human, open_store, print_json};
@@ -8,16 +9,12 @@ use crate::args::{BuildArgs, Global};
 
 pub fn run(g: &Global, a: BuildArgs) -> Result<u8> {
     let store = open_store(g)?;
-    let Some((os, arch)) = a.platform.split_once('/') else {
-        bail!(
-            "--platform {:?} is not OS/ARCH (for example linux/amd64)",
-            a.platform
-        );
-    };
+    let platform: Platform = a.platform.parse()?;
     let opts = BuildOptions {
         compression: a.compression,
-        os: os.into(),
-        architecture: arch.into(),
+        os: platform.os,
+        architecture: platform.architecture,
+        variant: platform.variant,
         walk: WalkOptions {
             exclude: a.exclude,
             drop_bad_symlinks: a.drop_bad_symlinks,

@@ -9,8 +9,10 @@ use crate::report::EXIT_DIFFERENT;
 pub fn run(g: &Global, a: DiffArgs) -> Result<u8> {
     let store = open_store(g)?;
     let (old, new) = (open_bundle(&store, &a.a)?, open_bundle(&store, &a.b)?);
-    let d = bundle::diff(&old.index, &new.index);
-    let new_bytes = d.new_content_bytes(&old.index, &new.index);
+    // diff pairs renames by content, so it holds both indexes in memory.
+    let (old_index, new_index) = (old.index.load(&store)?, new.index.load(&store)?);
+    let d = bundle::diff(&old_index, &new_index);
+    let new_bytes = d.new_content_bytes(&old_index, &new_index);
     if g.json {
         let mut v = serde_json::to_value(&d)?;
         v["new_content_bytes"] = new_bytes.into();

@@ -20,8 +20,8 @@ pub fn run(g: &Global, reference: &str) -> Result<u8> {
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            let files = b.index.entries().iter().filter(|e| e.layer == i as u32 && e.hash().is_some()).count();
-            let bytes: u64 = b.index.entries().iter().filter(|e| e.layer == i as u32).map(|e| e.size()).sum();
+            let st = b.index.layer_stats(i);
+            let (files, bytes) = (st.files, st.bytes);
             serde_json::json!({
                 "digest": l.digest.to_string(), "diff_id": b.meta.config.rootfs.diff_ids[i].to_string(),
                 "size": l.size, "files": files, "bytes": bytes,
@@ -33,11 +33,15 @@ pub fn run(g: &Global, reference: &str) -> Result<u8> {
         "manifest": b.meta.manifest_digest.to_string(),
         "tags": tags,
         "format": bundle::manifest::FORMAT_VERSION,
-        "compression": b.meta.compression,
-        "platform": format!("{}/{}", b.meta.config.os, b.meta.config.architecture),
+        "compression": b.meta.compression_name(),
+        "encodings": b.meta.encodings,
+        "platform": match &b.meta.config.variant {
+            Some(variant) => format!("{}/{}/{variant}", b.meta.config.os, b.meta.config.architecture),
+            None => format!("{}/{}", b.meta.config.os, b.meta.config.architecture),
+        },
         "files": b.index.file_count(),
         "bytes": b.index.total_bytes(),
-        "entries": b.index.entries().len(),
+        "entries": b.index.len(),
         "index": b.meta.index_digest.to_string(),
         "compressed_bytes": m.layers.iter().map(|l| l.size).sum::<u64>(),
         "layers": layers,
@@ -52,17 +56,16 @@ pub fn run(g: &Global, reference: &str) -> Result<u8> {
         println!("tags:        {}", tags.join(", "));
     }
     println!(
-        "format:      sitebundle {} ({:?}, {}/{})",
+        "format:      sitebundle {} ({}, {})",
         bundle::manifest::FORMAT_VERSION,
-        b.meta.compression,
-        b.meta.config.os,
-        b.meta.config.architecture
+        b.meta.compression_name(),
+        v["platform"].as_str().unwrap_or_default(),
     );
     println!(
         "files:       {} ({}), {} entries",
         b.index.file_count(),
         human(b.index.total_bytes()),
-        b.index.entries().len()
+        b.index.len()
     );
     println!(
         "compressed:  {}",

@@ -1,7 +1,7 @@
 //! `sitebundle ls REF`: the entries of a bundle, from its index.
 
 use anyhow::Result;
-use bundle::EntryKind;
+use bundle::index::KindRef;
 
 use super::{open_bundle, open_store};
 use crate::args::Global;
@@ -11,43 +11,59 @@ pub fn run(g: &Global, reference: &str) -> Result<u8> {
     let b = open_bundle(&store, reference)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     use std::io::Write;
+    // Streamed from the index, one entry at a time (an index can list millions).
     if g.json {
-        let items: Vec<serde_json::Value> = b
-            .index
-            .entries()
-            .iter()
-            .map(|e| {
-                let mut v = serde_json::json!({
-                    "path": e.path.as_str(), "type": e.type_code().to_string(),
-                    "mode": format!("{:o}", e.mode()), "size": e.size(), "layer": e.layer,
-                });
-                if let Some(h) = e.hash() {
-                    v["blake3"] = h.hex().into();
-                }
-                if let EntryKind::Symlink { target } = &e.kind {
-                    v["target"] = target.clone().into();
-                }
-                v
+        writeln!(out, "[")?;
+        let mut first = true;
+        b.index.for_each(&store, |e| {
+            let mut v = serde_json::json!({
+                "path": e.path, "type": type_code(e).to_string(),
+                "mode": format!("{:o}", e.mode()), "size": e.size(), "layer": e.layer,
+            });
+            match e.kind {
+                KindRef::File { hash, .. } => v["blake3"] = hash.hex().into(),
+                KindRef::Symlink { target } => v["target"] = target.into(),
+                KindRef::Dir => {}
+            }
+            let sep = if first { "" } else { "," };
+            first = false;
+            writeln!(out, "{sep}  {v}").map_err(|err| bundle::Error::Io {
+                op: "write",
+                path: "stdout".into(),
+                source: err,
             })
-            .collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&items)?)?;
+        })?;
+        writeln!(out, "]")?;
     } else {
-        for e in b.index.entries() {
-            let tail = match &e.kind {
-                EntryKind::Symlink { target } => format!(" -> {target}"),
+        b.index.for_each(&store, |e| {
+            let tail = match e.kind {
+                KindRef::Symlink { target } => format!(" -> {target}"),
                 _ => String::new(),
             };
             writeln!(
                 out,
                 "{} {:o} {:>10} {}{}",
-                e.type_code(),
+                type_code(e),
                 e.mode(),
                 e.size(),
                 e.path,
                 tail
-            )?;
-        }
+            )
+            .map_err(|err| bundle::Error::Io {
+                op: "write",
+                path: "stdout".into(),
+                source: err,
+            })
+        })?;
     }
     out.flush()?;
     Ok(0)
+}
+
+fn type_code(e: &bundle::index::EntryRef<'_>) -> char {
+    match e.kind {
+        KindRef::Dir => 'd',
+        KindRef::File { .. } => 'f',
+        KindRef::Symlink { .. } => 'l',
+    }
 }

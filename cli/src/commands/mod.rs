@@ -52,10 +52,33 @@ pub fn open_store(g: &Global) -> Result<Store> {
     Ok(Store::open(root)?)
 }
 
-/// Resolve and open a bundle of the local store.
+/// Resolve and open a bundle of the local store. A reference that names a bundle id (in full or
+/// as a prefix) through `index.json`'s annotation must name the bundle opened: the annotation is
+/// only a lookup aid, and a store whose `index.json` lies is refused (spec §9: a config whose
+/// digest differs from the bundle id asked for).
 pub fn open_bundle(store: &Store, reference: &str) -> Result<Bundle> {
     let m = store.resolve(reference)?;
-    Ok(Bundle::open(store, &m)?)
+    let b = Bundle::open(store, &m)?;
+    let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+    let is_digestish = hex.len() >= 4 && hex.bytes().all(|c| c.is_ascii_hexdigit());
+    let is_tag = store
+        .list()?
+        .iter()
+        .any(|s| s.tags.iter().any(|t| t == reference));
+    if is_digestish && !is_tag {
+        let hex = hex.to_ascii_lowercase();
+        if !m.hex().starts_with(&hex) && !b.id().hex().starts_with(&hex) {
+            return Err(bundle::Error::corrupt(
+                format!("local store {}", store.root().join("index.json").display()),
+                format!(
+                    "records manifest {m} under {reference}, but that manifest's bundle id is {}",
+                    b.id()
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(b)
 }
 
 /// Progress bars for this invocation.
