@@ -24,6 +24,7 @@
 //! | opening | [`reader`] | [`Bundle`] |
 //! | verify / extract / diff | [`verify`](mod@verify), [`extract`](mod@extract), [`diff`](mod@diff) | [`verify()`], [`extract()`], [`diff()`] |
 //! | oci-archive | [`archive`] | [`archive::export`], [`archive::import`] |
+//! | chosen contents out of the layers, checked (for publishing) | [`spool`] | [`spool::spool`] |
 //! | progress | [`progress`] | [`Progress`] |
 //!
 //! This crate is synchronous and uses rayon for CPU work; it has no network code. The
@@ -45,6 +46,7 @@ pub mod manifest;
 pub mod path;
 pub mod progress;
 pub mod reader;
+pub mod spool;
 pub mod store;
 pub mod tar;
 pub mod verify;

@@ -16,7 +16,11 @@ use testkit::craft::*;
 const BODY: &[u8] = b"<p>site</p>\n";
 
 /// A bad-link case: tag, the links (path, target) beside `a.html`, and words the error must say.
-type Case = (&'static str, &'static [(&'static str, &'static str)], &'static str);
+type Case = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
 
 fn code_and_err(home: &Path, args: &[&str]) -> (Option<i32>, String) {
     let out = sb(home).args(args).output().expect("run sitebundle");

@@ -14,6 +14,7 @@
 //! | push, promote, rollback | [`push`] | [`push::push`], [`push::promote`], [`push::rollback`], [`push::history`] |
 //! | status | [`status`] | [`status::status`] |
 //! | pull | [`pull`] | [`pull::pull`] |
+//! | website targets: publish files into buckets, audit live origins | [`site`] | [`site::SiteUrl`], [`site::publish::publish`], [`site::audit::audit`] |
 //! | registry credentials | [`auth`] | [`auth::resolve`] |
 //! | environment | [`env`](mod@env) | every `SITEBUNDLE_*` variable |
 //! | CPU work boundary | [`blocking`] | [`blocking::run`] |
@@ -32,6 +33,7 @@ pub mod oci;
 pub mod open;
 pub mod pull;
 pub mod push;
+pub mod site;
 pub mod status;
 pub mod store_target;
 pub mod target;

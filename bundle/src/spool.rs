@@ -1,0 +1,170 @@
+//! `spool`: copy chosen file contents out of a bundle's layers, checked, into a directory that
+//! holds each content once, named by its BLAKE3.
+//!
+//! Why this exists: publishing a bundle into a website bucket uploads only the files that changed,
+//! and each upload needs the bytes of one file. Layers are compressed tar streams, so one file
+//! cannot be read on its own, and extracting the whole tree ([`crate::extract()`]) would write
+//! every file of the site to disk for a change of one page. A spool reads only the layers that
+//! hold a wanted content (in parallel, as extract does), checks each of them exactly as verify
+//! does (every header against the index, every file's BLAKE3, the `diff_id`, the blob digest),
+//! and keeps only the wanted contents, once each however many paths share them. Memory stays
+//! flat in the site's size: each content streams from its layer into its own file.
+//!
+//! A layer's last checks (the `diff_id`, the blob digest) come after its files were written: when
+//! [`spool`] returns an error the directory must not be used (the caller removes it).
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use crate::check::{check_layer, MemberSink};
+use crate::digest::FileHash;
+use crate::error::{Error, Result};
+use crate::index::{Entry, EntryKind};
+use crate::progress::Progress;
+use crate::reader::Bundle;
+use crate::store::BlobSource;
+
+/// What a spool did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SpoolReport {
+    /// Distinct contents written.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Layers read (the others hold no wanted content and were not opened).
+    pub layers_read: usize,
+}
+
+/// Where the content `hash` is in a spool directory.
+pub fn spooled_path(dir: &Path, hash: &FileHash) -> PathBuf {
+    dir.join(hash.hex())
+}
+
+/// Write every content of `bundle` whose BLAKE3 is in `wanted` into `dir` (which must exist and
+/// be empty, or hold an earlier spool of the same bundle), as `dir/<blake3 hex>`. Every byte is
+/// checked on the way; a wanted hash that no file of the bundle has is an error.
+pub fn spool(
+    source: &dyn BlobSource,
+    bundle: &Bundle,
+    dir: &Path,
+    wanted: &HashSet<FileHash>,
+    progress: &dyn Progress,
+) -> Result<SpoolReport> {
+    let entries = bundle.index.entries();
+    let layers: BTreeSet<u32> = entries
+        .iter()
+        .filter(|e| e.hash().is_some_and(|h| wanted.contains(&h)))
+        .map(|e| e.layer)
+        .collect();
+    let present: HashSet<FileHash> = entries.iter().filter_map(Entry::hash).collect();
+    if let Some(h) = wanted.iter().find(|h| !present.contains(h)) {
+        return Err(Error::corrupt(
+            "spool",
+            format!("no file of the bundle has content {}", h.hex()),
+        ));
+    }
+    let claimed = Mutex::new(HashSet::new());
+    // Contents already spooled by an earlier run count as claimed: they were renamed into place
+    // only after their hash matched.
+    for h in wanted {
+        if spooled_path(dir, h).is_file() {
+            if let Ok(mut c) = claimed.lock() {
+                c.insert(*h);
+            }
+        }
+    }
+    let total: u64 = entries
+        .iter()
+        .filter(|e| layers.contains(&e.layer) && matches!(e.kind, EntryKind::File { .. }))
+        .map(Entry::size)
+        .sum();
+    progress.start("unpack", total);
+    let order: Vec<u32> = layers.iter().copied().collect();
+    let written: Vec<(usize, u64)> = order
+        .par_iter()
+        .with_max_len(1)
+        .map(|&k| {
+            let mut sink = Sink {
+                dir,
+                wanted,
+                claimed: &claimed,
+                current: None,
+                files: 0,
+                bytes: 0,
+            };
+            check_layer(source, bundle, k as usize, &mut sink, progress)?;
+            Ok((sink.files, sink.bytes))
+        })
+        .collect::<Result<_>>()?;
+    progress.finish();
+    Ok(SpoolReport {
+        files: written.iter().map(|w| w.0).sum(),
+        bytes: written.iter().map(|w| w.1).sum(),
+        layers_read: order.len(),
+    })
+}
+
+/// Writes wanted contents, once each, and discards the rest of a layer.
+struct Sink<'a> {
+    dir: &'a Path,
+    wanted: &'a HashSet<FileHash>,
+    claimed: &'a Mutex<HashSet<FileHash>>,
+    /// The content being written: its writer and temporary path.
+    current: Option<(BufWriter<File>, PathBuf)>,
+    files: usize,
+    bytes: u64,
+}
+
+impl MemberSink for Sink<'_> {
+    fn open_file(&mut self, e: &Entry) -> Result<Box<dyn Write + '_>> {
+        let Some(h) = e.hash() else {
+            return Ok(Box::new(io::sink()));
+        };
+        let mine = self.wanted.contains(&h)
+            && self
+                .claimed
+                .lock()
+                .map_err(|_| Error::corrupt("spool", "internal: lock poisoned"))?
+                .insert(h);
+        if !mine {
+            return Ok(Box::new(io::sink()));
+        }
+        let tmp = self.dir.join(format!(".{}.partial", h.hex()));
+        let _ = fs::remove_file(&tmp);
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&tmp)
+            .map_err(Error::io("create", &tmp))?;
+        self.current = Some((BufWriter::with_capacity(128 * 1024, f), tmp));
+        match self.current.as_mut() {
+            Some((w, _)) => Ok(Box::new(w)),
+            None => Err(Error::corrupt("spool", "internal: no current file")),
+        }
+    }
+
+    fn file_done(&mut self, e: &Entry) -> Result<()> {
+        let Some((w, tmp)) = self.current.take() else {
+            return Ok(());
+        };
+        w.into_inner().map_err(|err| Error::Io {
+            op: "write",
+            path: tmp.clone(),
+            source: err.into_error(),
+        })?;
+        if let Some(h) = e.hash() {
+            let dest = spooled_path(self.dir, &h);
+            fs::rename(&tmp, &dest).map_err(Error::io("rename", &dest))?;
+            self.files += 1;
+            self.bytes += e.size();
+        }
+        Ok(())
+    }
+}
