@@ -126,9 +126,11 @@ impl Marker {
             serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
         match v.get("sitebundle_site").and_then(|x| x.as_u64()) {
             Some(n) if n == u64::from(MARKER_VERSION) => {}
-            Some(n) => return Err(bad(format!(
+            Some(n) => {
+                return Err(bad(format!(
                 "marker version {n}; this sitebundle reads version {MARKER_VERSION} (upgrade it)"
-            ))),
+            )))
+            }
             None => return Err(bad("not a sitebundle marker (no sitebundle_site)".into())),
         }
         let m: Marker =

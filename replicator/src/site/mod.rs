@@ -35,6 +35,7 @@
 //! | marker | [`marker`] | [`marker::Marker`], [`marker::Publication`] |
 //! | plan | [`plan`] | [`plan::Plan`], [`plan::plan`] |
 //! | stores | [`store`], [`cloud`], [`gcs`], [`dir`] | [`store::SiteStore`], [`open()`] |
+//! | the website step of a channel move | [`step`] | [`step::Websites`] |
 //! | publishing | [`publish`] | [`publish::prepare`], [`publish::stage`], [`publish::switch`], [`publish::publish`] |
 //! | CDN invalidation paths | [`invalidate`] | [`invalidate::paths`] |
 //! | audit of live origins | [`audit`], [`fetch`] | [`audit::audit`], [`fetch::Fetcher`] |
@@ -51,6 +52,7 @@ pub mod marker;
 pub mod mime;
 pub mod plan;
 pub mod publish;
+pub mod step;
 pub mod store;
 pub mod url;
 

@@ -186,7 +186,7 @@ fn small_headers(content_type: &str) -> Headers {
 }
 
 /// Read the index a marker names, checking its digest.
-async fn read_index(site: &SiteTarget, d: &Digest) -> Result<Index> {
+pub(crate) async fn read_index(site: &SiteTarget, d: &Digest) -> Result<Index> {
     let key = index_key(d);
     let (target, what) = (site.name().to_string(), key.clone());
     let bad = move |reason: String| SiteError::BadMarker {
@@ -214,7 +214,7 @@ async fn read_index(site: &SiteTarget, d: &Digest) -> Result<Index> {
     .map_err(Error::from)
 }
 
-fn rules_of(p: &Publication) -> Option<Rules> {
+pub(crate) fn rules_of(p: &Publication) -> Option<Rules> {
     (p.headers.mime_table == super::mime::TABLE_VERSION)
         .then(|| Rules::new(p.headers.clone()).ok())
         .flatten()
