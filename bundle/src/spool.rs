@@ -141,6 +141,9 @@ impl MemberSink for Sink<'_> {
             .write(true)
             .create_new(true)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            // What a web server needs, under the umask: a spooled file may be hard-linked into a
+            // directory target as it is.
+            .mode(0o644)
             .open(&tmp)
             .map_err(Error::io("create", &tmp))?;
         self.current = Some((BufWriter::with_capacity(128 * 1024, f), tmp));

@@ -149,7 +149,8 @@ pub fn run(g: &Global, a: PublishArgs) -> Result<u8> {
             }
         }
         let plans: Vec<&replicator::site::plan::Plan> = ok.iter().map(|(_, p)| &p.plan).collect();
-        let spool = match publish::spool(&b, &plans, &opts).await {
+        let near = sites.iter().find_map(|s| s.store.spool_near());
+        let spool = match publish::spool(&b, &plans, near.as_deref(), &opts).await {
             Ok(s) => s,
             Err(e) => {
                 let msg = replicator::error::chain(&e);

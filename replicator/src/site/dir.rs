@@ -129,6 +129,46 @@ impl DirSite {
         Ok(())
     }
 
+    /// Hard-link `file` beside `key`'s final name and rename it over: `Ok(false)` when the two are
+    /// on different filesystems (or links are not allowed), so the caller copies instead.
+    fn link_into_place(&self, key: &str, file: &Path) -> Result<bool> {
+        let dest = self.path(key, true)?;
+        if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+            return Err(SiteError::BadKey {
+                path: key.to_string(),
+                reason: "a directory of that name exists; a directory target cannot hold both"
+                    .into(),
+            }
+            .into());
+        }
+        let parent = dest.parent().unwrap_or(&self.root);
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let tmp = parent.join(format!(
+            "{TMP_PREFIX}{}-{n:x}-{:x}",
+            std::process::id(),
+            fastrand_u32(key)
+        ));
+        match fs::hard_link(file, &tmp) {
+            Ok(()) => {}
+            Err(e)
+                if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error())
+                    || e.kind() == std::io::ErrorKind::PermissionDenied
+                    || e.raw_os_error() == Some(rustix::io::Errno::MLINK.raw_os_error()) =>
+            {
+                return Ok(false)
+            }
+            Err(e) => return Err(Error::io("link", &tmp)(e)),
+        }
+        fs::rename(&tmp, &dest).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io("rename into place", &dest)(e)
+        })?;
+        Ok(true)
+    }
+
     fn read_small(&self, key: &str, max: u64) -> Result<Option<Bytes>> {
         let p = self.path(key, false)?;
         let f = match OpenOptions::new()
@@ -272,6 +312,10 @@ impl SiteStore for DirSite {
         };
         let (key, file) = (key.to_string(), file.to_path_buf());
         blocking(move || {
+            // A spool on the same filesystem: link its file in (no copy), then rename over.
+            if this.link_into_place(&key, &file)? {
+                return Ok(());
+            }
             this.write_atomic(
                 &key,
                 |f| {
@@ -282,6 +326,10 @@ impl SiteStore for DirSite {
             )
         })
         .await
+    }
+
+    fn spool_near(&self) -> Option<PathBuf> {
+        self.root.parent().map(Path::to_path_buf)
     }
 
     async fn set_headers(&self, _key: &str, _hash: &FileHash, _headers: &Headers) -> Result<()> {
@@ -380,6 +428,17 @@ impl SiteStore for DirSite {
         })
         .await
     }
+}
+
+/// A number that differs between keys (temporary names of concurrent writes in one directory).
+fn fastrand_u32(key: &str) -> u32 {
+    let h = blake3::hash(key.as_bytes());
+    u32::from_le_bytes([
+        h.as_bytes()[0],
+        h.as_bytes()[1],
+        h.as_bytes()[2],
+        h.as_bytes()[3],
+    ])
 }
 
 /// `ELOOP`: what `O_NOFOLLOW` gives on a symlink.

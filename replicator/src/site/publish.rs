@@ -348,21 +348,32 @@ impl Spool {
     }
 }
 
-/// Unpack the contents the plans upload from `b`'s layers (into `$TMPDIR`).
-pub async fn spool(b: &Arc<SiteBundle>, plans: &[&Plan], opts: &Options) -> Result<Arc<Spool>> {
+/// Unpack the contents the plans upload from `b`'s layers, into `near` when given and writable
+/// (beside a directory target, so its uploads are hard links), else into `$TMPDIR`.
+pub async fn spool(
+    b: &Arc<SiteBundle>,
+    plans: &[&Plan],
+    near: Option<&std::path::Path>,
+    opts: &Options,
+) -> Result<Arc<Spool>> {
     let wanted: HashSet<FileHash> = plans
         .iter()
         .flat_map(|p| p.writes.iter())
         .filter(|w| w.action == Action::Upload)
         .map(|w| w.hash)
         .collect();
-    let dir = tempfile::Builder::new()
-        .prefix("sitebundle-publish-")
-        .tempdir()
-        .map_err(Error::io(
+    let builder = || {
+        let mut t = tempfile::Builder::new();
+        t.prefix(".sitebundle-spool-");
+        t
+    };
+    let dir = match near.and_then(|n| builder().tempdir_in(n).ok()) {
+        Some(d) => d,
+        None => builder().tempdir().map_err(Error::io(
             "create temporary directory",
             std::env::temp_dir(),
-        ))?;
+        ))?,
+    };
     let path = dir.path().to_path_buf();
     let b = Arc::clone(b);
     let progress = Arc::clone(&opts.progress);
@@ -683,7 +694,8 @@ pub async fn publish(site: &SiteTarget, b: &Arc<SiteBundle>, opts: &Options) -> 
     for w in &prepared.plan.warnings {
         opts.progress.warn(&format!("{}: {w}", site.name()));
     }
-    let spool = spool(b, &[&prepared.plan], opts).await?;
+    let near = site.store.spool_near();
+    let spool = spool(b, &[&prepared.plan], near.as_deref(), opts).await?;
     opts.progress.start("publish", prepared.plan.upload_bytes());
     let staged = stage(site, b, prepared, &spool, opts).await;
     let res = match staged {

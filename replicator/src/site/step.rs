@@ -156,7 +156,8 @@ impl Websites {
             }
         }
         let plans: Vec<&super::plan::Plan> = ok.iter().map(|(_, p)| &p.plan).collect();
-        let spool = publish::spool(&bundle, &plans, &opts)
+        let near = self.sites.iter().find_map(|s| s.store.spool_near());
+        let spool = publish::spool(&bundle, &plans, near.as_deref(), &opts)
             .await
             .map_err(all_failed)?;
         let total: u64 = plans.iter().map(|p| p.upload_bytes()).sum();

@@ -204,4 +204,10 @@ pub trait SiteStore: Send + Sync + std::fmt::Debug {
 
     /// Delete these keys (absent keys are not an error).
     async fn delete(&self, keys: &[String]) -> Result<()>;
+
+    /// Where a spool of the contents to upload is best kept (a directory target: beside its root,
+    /// on the same filesystem, so an upload is a hard link). `None`: anywhere.
+    fn spool_near(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 }
