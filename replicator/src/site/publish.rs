@@ -41,7 +41,7 @@ use crate::error::{chain, Error, Result};
 /// prefix; this stays far below while keeping a link busy with small files).
 pub const DEFAULT_JOBS: usize = 16;
 /// Default bytes of file content in memory at once, over all uploads of one target.
-pub const DEFAULT_MEMORY: u64 = 32 * 1024 * 1024;
+pub const DEFAULT_MEMORY: u64 = 24 * 1024 * 1024;
 /// Largest index read from a target.
 pub const MAX_INDEX_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -524,8 +524,14 @@ async fn write_one(
             Ok((1, 0))
         }
         Action::Upload => {
-            let need =
-                ((w.size.min(super::cloud::SINGLE_PUT_MAX) / 1024) as u32 + 1).min(budget_kib);
+            // A single PUT holds the file; a multipart upload holds one part being filled and
+            // the parts in flight.
+            let held = if w.size > super::cloud::SINGLE_PUT_MAX {
+                (super::cloud::PART_SIZE as u64) * 3
+            } else {
+                w.size
+            };
+            let need = ((held / 1024) as u32 + 1).min(budget_kib);
             let _permit = memory
                 .acquire_many(need)
                 .await
