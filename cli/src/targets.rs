@@ -230,8 +230,11 @@ pub fn open_targets(given: &[String]) -> Result<Vec<Arc<dyn Target>>> {
         .collect()
 }
 
+/// Bundle targets and website targets, opened.
+pub type Opened = (Vec<Arc<dyn Target>>, Vec<SiteTarget>);
+
 /// Open bundle targets and website targets named by `--to` (or the defaults).
-pub fn open_all(cfg: &Config, given: &[String]) -> Result<(Vec<Arc<dyn Target>>, Vec<SiteTarget>)> {
+pub fn open_all(cfg: &Config, given: &[String]) -> Result<Opened> {
     let mut bundles = Vec::new();
     let mut sites = Vec::new();
     for r in resolve_with(cfg, given)? {

@@ -176,8 +176,9 @@ pub struct OriginReport {
 impl OriginReport {
     /// No difference found.
     pub fn is_clean(&self, require_marker: bool) -> bool {
+        // An unfinished publish over the audited bundle leaves it served as it was.
         let marker_ok = match self.marker {
-            MarkerState::Ok => true,
+            MarkerState::Ok | MarkerState::Unfinished => true,
             MarkerState::Missing => !require_marker,
             _ => false,
         };
@@ -431,7 +432,7 @@ pub async fn audit(
             }
         }
         let marker_ok = |m: &MarkerState| match m {
-            MarkerState::Ok => true,
+            MarkerState::Ok | MarkerState::Unfinished => true,
             MarkerState::Missing => !opts.require_marker,
             _ => false,
         };

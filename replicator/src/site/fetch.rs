@@ -346,10 +346,13 @@ impl Fetcher {
             };
             let full = match &mut gz {
                 Some(d) => {
+                    // The sink refuses bytes past the cap: an error then means "too long".
                     if let Err(e) = d.write_all(&chunk) {
-                        return Outcome::Failed {
-                            reason: format!("cannot decode the gzip body: {e}"),
-                        };
+                        if !d.get_ref().over() {
+                            return Outcome::Failed {
+                                reason: format!("cannot decode the gzip body: {e}"),
+                            };
+                        }
                     }
                     d.get_ref().over()
                 }
@@ -362,26 +365,25 @@ impl Fetcher {
                 break;
             }
         }
-        let sink = match gz {
-            Some(d) => match d.finish() {
-                Ok(s) => s,
-                Err(e) if e.kind() == std::io::ErrorKind::Other => {
-                    return Outcome::Failed {
-                        reason: format!("cannot decode the gzip body: {e}"),
+        let done = match &mut gz {
+            Some(d) => {
+                if !d.get_ref().over() {
+                    if let Err(e) = d.try_finish() {
+                        if !d.get_ref().over() {
+                            return Outcome::Failed {
+                                reason: format!("cannot decode the gzip body: {e}"),
+                            };
+                        }
                     }
                 }
-                Err(e) => {
-                    return Outcome::Failed {
-                        reason: format!("cannot decode the gzip body: {e}"),
-                    }
-                }
-            },
-            None => sink,
+                d.get_ref()
+            }
+            None => &sink,
         };
         Outcome::Body {
-            hash: FileHash::from(sink.hasher.finalize()),
-            size: sink.len.min(cap),
-            too_long: sink.over(),
+            hash: FileHash::from(done.hasher.finalize()),
+            size: done.len.min(cap),
+            too_long: done.over(),
             headers: seen,
         }
     }
