@@ -171,3 +171,53 @@ impl MemberSink for Sink<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[test]
+    fn spools_only_wanted_contents_once_each_and_checks_them() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let site = tmp.path().join("site");
+        fs::create_dir_all(site.join("a")).expect("mkdir");
+        fs::write(site.join("index.html"), b"<p>page</p>").expect("write");
+        fs::write(site.join("a/copy.html"), b"<p>page</p>").expect("write");
+        fs::write(site.join("a/other.css"), b"body{}").expect("write");
+        let store = Store::open(tmp.path().join("store")).expect("store");
+        let opts = crate::BuildOptions {
+            use_cache: false,
+            ..Default::default()
+        };
+        let r = crate::build(&site, &store, &opts, &crate::NoProgress).expect("build");
+        let b = Bundle::open(&store, &r.manifest).expect("open");
+        let page = FileHash::of(b"<p>page</p>");
+        let out = tmp.path().join("spool");
+        fs::create_dir(&out).expect("mkdir");
+        let wanted: HashSet<FileHash> = [page].into();
+        let rep = spool(&store, &b, &out, &wanted, &crate::NoProgress).expect("spool");
+        assert_eq!(rep.files, 1);
+        assert_eq!(
+            fs::read(spooled_path(&out, &page)).expect("read"),
+            b"<p>page</p>"
+        );
+        assert_eq!(fs::read_dir(&out).expect("ls").count(), 1);
+        // A content no file has is refused.
+        let missing: HashSet<FileHash> = [FileHash::of(b"nope")].into();
+        let other = tmp.path().join("spool2");
+        fs::create_dir(&other).expect("mkdir");
+        assert!(spool(&store, &b, &other, &missing, &crate::NoProgress).is_err());
+        // A damaged layer fails the spool (the caller then discards the directory).
+        let layer = &b.meta.manifest.layers[1];
+        let p = store.blob_path(&layer.digest);
+        let mut bytes = fs::read(&p).expect("read layer");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        let _ = fs::remove_file(&p);
+        fs::write(&p, &bytes).expect("write layer");
+        let third = tmp.path().join("spool3");
+        fs::create_dir(&third).expect("mkdir");
+        assert!(spool(&store, &b, &third, &wanted, &crate::NoProgress).is_err());
+    }
+}

@@ -1087,3 +1087,44 @@ async fn issue_9_max_delete_dry_run_and_keep_removed() {
     s.publish("sv3", &[&to], &[]);
     assert_dir_is_tree(&dir, &corpus("small", "v3"));
 }
+
+/// `audit --wait` re-checks until the origin serves the bundle (a CDN converging after a
+/// publish): it starts while nginx still serves sv1, the publish of sv2 lands meanwhile, and the
+/// audit ends clean after more than one round.
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_9_audit_wait_until_the_origin_converges() {
+    let s = Arc::new(site_with_bundles());
+    let name = unique("wait");
+    let root = PathBuf::from(need("SITEBUNDLE_TEST_HTTP_ROOT")).join(&name);
+    let to = format!("file+site://{}", root.display());
+    s.publish("sv1", &[&to], &[]);
+    let origin = format!("{}/{name}/", need("SITEBUNDLE_TEST_HTTP_ORIGIN"));
+    let audit = {
+        let (s, origin) = (s.clone(), origin.clone());
+        tokio::task::spawn_blocking(move || {
+            run(s.sb().args([
+                "--json",
+                "audit",
+                &origin,
+                "--digest",
+                "sv2",
+                "--headers",
+                "none",
+                "--wait",
+                "60s",
+            ]))
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    {
+        let (s, to) = (s.clone(), to.clone());
+        tokio::task::spawn_blocking(move || s.publish("sv2", &[&to], &[]))
+            .await
+            .expect("publish");
+    }
+    let out = audit.await.expect("audit");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("audit JSON");
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert!(v["rounds"].as_u64().is_some_and(|r| r > 1), "{v}");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -262,7 +262,7 @@ pub enum Known<'a> {
         marker: &'a Marker,
         /// Its version.
         version: Version,
-        /// Each named publication's objects, by index digest.
+        /// Each named publication's objects, by [`files_key`].
         files: &'a HashMap<Digest, SiteFiles>,
     },
     /// A listing (every object under the prefix, with metadata), and the marker if there is one.
@@ -338,12 +338,22 @@ fn hex<S: serde::Serializer>(h: &FileHash, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&h.hex())
 }
 
+/// The key of a publication's objects in [`Known::Marker`]'s map: its index and its header
+/// rules (one bundle published under two rule sets gives two sets of objects).
+pub fn files_key(p: &Publication) -> Digest {
+    let mut b = p.index.to_string().into_bytes();
+    b.extend_from_slice(&serde_json::to_vec(&p.headers).unwrap_or_default());
+    Digest::of(&b)
+}
+
 fn get_files<'f>(
     files: &'f HashMap<Digest, SiteFiles>,
     target: &str,
     p: &Publication,
 ) -> Result<&'f SiteFiles, SiteError> {
-    files.get(&p.index).ok_or_else(|| missing_index(target, p))
+    files
+        .get(&files_key(p))
+        .ok_or_else(|| missing_index(target, p))
 }
 
 fn missing_index(target: &str, p: &Publication) -> SiteError {
@@ -749,7 +759,8 @@ mod tests {
             serving: Some(pa.clone()),
             ..Marker::empty()
         };
-        let all: HashMap<Digest, SiteFiles> = [(pa.index, a.clone()), (pb.index, b.clone())].into();
+        let all: HashMap<Digest, SiteFiles> =
+            [(files_key(&pa), a.clone()), (files_key(&pb), b.clone())].into();
         let p = plan(input(
             &b,
             pb.clone(),
@@ -797,7 +808,7 @@ mod tests {
         let c = files(&[("index.html", b"a"), ("app.1111aaaa.js", b"js1")]);
         let pc = publication(&c, 3);
         let mut all2 = all.clone();
-        all2.insert(pc.index, c.clone());
+        all2.insert(files_key(&pc), c.clone());
         let p3 = plan(input(
             &c,
             pc,
@@ -820,9 +831,9 @@ mod tests {
         let c = files(&[("index.html", b"c")]);
         let (pa, pb, pc) = (publication(&a, 1), publication(&b, 2), publication(&c, 3));
         let all: HashMap<Digest, SiteFiles> = [
-            (pa.index, a.clone()),
-            (pb.index, b.clone()),
-            (pc.index, c.clone()),
+            (files_key(&pa), a.clone()),
+            (files_key(&pb), b.clone()),
+            (files_key(&pc), c.clone()),
         ]
         .into();
         let m = Marker {
@@ -933,7 +944,8 @@ mod tests {
         let a = files(&[("a.html", b"1"), ("b.html", b"2"), ("c.html", b"3")]);
         let b = files(&[("a.html", b"1")]);
         let (pa, pb) = (publication(&a, 1), publication(&b, 2));
-        let all: HashMap<Digest, SiteFiles> = [(pa.index, a), (pb.index, b.clone())].into();
+        let all: HashMap<Digest, SiteFiles> =
+            [(files_key(&pa), a), (files_key(&pb), b.clone())].into();
         let m = Marker {
             serving: Some(pa),
             ..Marker::empty()

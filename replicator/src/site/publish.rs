@@ -42,8 +42,11 @@ use crate::error::{chain, Error, Result};
 pub const DEFAULT_JOBS: usize = 16;
 /// Default bytes of file content in memory at once, over all uploads of one target.
 pub const DEFAULT_MEMORY: u64 = 24 * 1024 * 1024;
-/// Largest index read from a target.
-pub const MAX_INDEX_BYTES: u64 = 256 * 1024 * 1024;
+/// Largest index read from a target (a site of about a million files).
+pub const MAX_INDEX_BYTES: u64 = 128 * 1024 * 1024;
+/// Most index bytes read from one target's marker in all: the marker names at most 32
+/// publications, and their indexes are held while planning.
+pub const MAX_INDEXES_BYTES: u64 = 384 * 1024 * 1024;
 
 /// Knobs of a publish.
 #[derive(Clone)]
@@ -239,21 +242,38 @@ pub async fn prepare(site: &SiteTarget, b: &SiteBundle, opts: &Options) -> Resul
     let mut index_present = false;
     let known = match &parsed {
         Some((m, version)) if !opts.reconcile => {
+            let mut indexes: HashMap<Digest, Index> = HashMap::new();
+            let mut read = 0u64;
             for p in m.publications() {
-                if files_by_index.contains_key(&p.index) && p.index != b.index_digest() {
+                let key = plan::files_key(p);
+                if files_by_index.contains_key(&key) {
                     continue;
                 }
-                let index = if p.index == b.index_digest() {
+                if p.index == b.index_digest() {
                     index_present = true;
-                    b.bundle.index.clone()
-                } else {
-                    read_index(site, &p.index).await?
-                };
-                let rules = rules_of(p);
-                let f = SiteFiles::from_index(&index, rules.as_ref())?;
-                // Two publications of one index (same bundle, other rules) differ in headers
-                // only; the later one wins, which is what the key holds.
-                files_by_index.insert(p.index, f);
+                    indexes
+                        .entry(p.index)
+                        .or_insert_with(|| b.bundle.index.clone());
+                } else if !indexes.contains_key(&p.index) {
+                    let i = read_index(site, &p.index).await?;
+                    read += i.encode().len() as u64;
+                    if read > MAX_INDEXES_BYTES {
+                        return Err(SiteError::BadMarker {
+                            target: site.name().to_string(),
+                            what: MARKER_KEY.to_string(),
+                            reason: format!(
+                                "the indexes it names exceed {MAX_INDEXES_BYTES} bytes in all"
+                            ),
+                        }
+                        .into());
+                    }
+                    indexes.insert(p.index, i);
+                }
+                let index = &indexes[&p.index];
+                // One bundle published under two rule sets: each publication's objects carry the
+                // headers of its own rules.
+                let f = SiteFiles::from_index(index, rules_of(p).as_ref())?;
+                files_by_index.insert(key, f);
             }
             Known::Marker {
                 marker: m,
