@@ -254,7 +254,9 @@ pub async fn prepare(site: &SiteTarget, b: &SiteBundle, opts: &Options) -> Resul
                     indexes
                         .entry(p.index)
                         .or_insert_with(|| b.bundle.index.clone());
-                } else if !indexes.contains_key(&p.index) {
+                } else if let std::collections::hash_map::Entry::Vacant(slot) =
+                    indexes.entry(p.index)
+                {
                     let i = read_index(site, &p.index).await?;
                     read += i.encode().len() as u64;
                     if read > MAX_INDEXES_BYTES {
@@ -267,7 +269,7 @@ pub async fn prepare(site: &SiteTarget, b: &SiteBundle, opts: &Options) -> Resul
                         }
                         .into());
                     }
-                    indexes.insert(p.index, i);
+                    slot.insert(i);
                 }
                 let index = &indexes[&p.index];
                 // One bundle published under two rule sets: each publication's objects carry the
