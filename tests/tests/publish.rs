@@ -483,10 +483,11 @@ enum Point {
 
 /// A channel push to a registry and three website targets (moto, Azurite, nginx's directory) with
 /// one of them down moves no channel and switches no website: the others keep serving the old
-/// site, whole. Once all are up the push completes; `status` shows what each serves; `rollback`
-/// puts the old site back on every bucket; `status --verify` audits nginx.
+/// site, whole. Once all are up the push completes; `promote` moves the sites with the channel;
+/// `status` shows what each serves; `rollback` puts the old site back on every bucket; `status
+/// --verify` audits nginx.
 #[tokio::test(flavor = "multi_thread")]
-async fn issue_9_one_website_target_down_moves_no_channel_and_rollback_restores() {
+async fn issue_9_one_website_target_down_moves_no_channel_promote_and_rollback_follow() {
     let mut s = site_with_bundles();
     let p = unique("chan");
     let bucket = need(BUCKET_ENV);
@@ -556,11 +557,18 @@ to = ["reg", "s3", "az", "www"]
     assert_s3_is_tree(&bucket, &p, &corpus("small", "v2")).await;
     assert_dir_is_tree(&www, &corpus("small", "v2"));
 
-    // Rollback: the buckets serve sv1 again.
+    // Promote: sv3, pushed to staging on the registry only, becomes prod everywhere.
+    let m3 = manifest("sv3");
+    run_ok(s.sb().args(["push", "sv3", "-c", "staging", "--to", "reg"]));
+    run_ok(s.sb().args(["promote", "staging", "prod"]));
+    assert_eq!(serving(&s), vec![m3.clone(); 4]);
+    assert_s3_is_tree(&bucket, &p, &corpus("small", "v3")).await;
+
+    // Rollback: the buckets serve sv2 again.
     run_ok(s.sb().args(["rollback", "prod", "--steps", "1"]));
-    assert_eq!(serving(&s), vec![m1.clone(); 4]);
-    assert_s3_is_tree(&bucket, &p, &corpus("small", "v1")).await;
-    assert_dir_is_tree(&www, &corpus("small", "v1"));
+    assert_eq!(serving(&s), vec![m2.clone(); 4]);
+    assert_s3_is_tree(&bucket, &p, &corpus("small", "v2")).await;
+    assert_dir_is_tree(&www, &corpus("small", "v2"));
     let st = run_ok(
         s.sb()
             .args(["--json", "status", "--to", "reg", "--to", "www", "--verify"]),

@@ -34,7 +34,6 @@ use object_store::path::Path;
 use object_store::{
     Attribute, AttributeValue, Attributes, CredentialProvider, GetOptions, ObjectStore,
     ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, UpdateVersion,
-    WriteMultipart,
 };
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
@@ -431,6 +430,38 @@ impl CloudSite {
     }
 }
 
+/// Below this, a payload is an ordinary heap buffer; at or above it, an anonymous memory map.
+const MMAP_PAYLOAD_MIN: u64 = 128 * 1024;
+
+/// `len` bytes of `file` at `offset`, as an upload payload. Large payloads live in anonymous
+/// memory maps, not on the heap: many uploads of different sizes on several threads otherwise
+/// leave the allocator holding freed buffers in per-thread arenas (glibc raises its mmap threshold
+/// after each large free), and the RSS of a long publish grows with the site; a map is returned
+/// to the kernel when the upload drops it.
+async fn read_chunk(file: &FsPath, offset: u64, len: u64) -> Result<Bytes> {
+    let path = file.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<Bytes> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&path).map_err(Error::io("open", &path))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(Error::io("seek", &path))?;
+        let n = usize::try_from(len).map_err(|_| Error::Usage("file part too large".into()))?;
+        if len < MMAP_PAYLOAD_MIN {
+            let mut v = vec![0u8; n];
+            f.read_exact(&mut v).map_err(Error::io("read", &path))?;
+            return Ok(Bytes::from(v));
+        }
+        let mut m = memmap2::MmapMut::map_anon(n).map_err(Error::io("map memory for", &path))?;
+        f.read_exact(&mut m[..]).map_err(Error::io("read", &path))?;
+        let m = m
+            .make_read_only()
+            .map_err(Error::io("map memory for", &path))?;
+        Ok(Bytes::from_owner(m))
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))?
+}
+
 /// The client for the signed requests built here (no redirects: a signed request is for one
 /// host).
 fn raw_client() -> reqwest::Client {
@@ -545,53 +576,69 @@ impl SiteStore for CloudSite {
         let path = self.path(key)?;
         let attributes = self.attributes(Some(hash), headers);
         if size <= SINGLE_PUT_MAX {
-            let bytes = tokio::fs::read(file)
-                .await
-                .map_err(Error::io("read", file))?;
+            let bytes = read_chunk(file, 0, size).await?;
             self.counts.add(Op::Put, 1);
             let opts = PutOptions {
                 attributes,
                 ..Default::default()
             };
             self.store
-                .put_opts(&path, Bytes::from(bytes).into(), opts)
+                .put_opts(&path, bytes.into(), opts)
                 .await
                 .map_err(|e| self.err("upload", key, e))?;
             return Ok(());
         }
-        use tokio::io::AsyncReadExt;
         let opts = PutMultipartOptions {
             attributes,
             ..Default::default()
         };
-        let up = self
+        let mut up = self
             .store
             .put_multipart_opts(&path, opts)
             .await
             .map_err(|e| self.err("start upload of", key, e))?;
-        let mut w = WriteMultipart::new_with_chunk_size(up, PART_SIZE);
-        let mut f = tokio::fs::File::open(file)
-            .await
-            .map_err(Error::io("open", file))?;
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut sent = 0u64;
-        loop {
-            let n = f.read(&mut buf).await.map_err(Error::io("read", file))?;
-            if n == 0 {
+        let parts = size.div_ceil(PART_SIZE as u64);
+        self.counts.add(Op::Put, parts + 2);
+        let mut inflight = futures::stream::FuturesUnordered::new();
+        let mut result: Result<()> = Ok(());
+        for i in 0..parts {
+            let offset = i * PART_SIZE as u64;
+            let len = (size - offset).min(PART_SIZE as u64);
+            match read_chunk(file, offset, len).await {
+                Ok(b) => inflight.push(up.put_part(b.into())),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            while inflight.len() >= PART_CONCURRENCY {
+                if let Some(Err(e)) = inflight.next().await {
+                    result = Err(self.err("upload part of", key, e));
+                    break;
+                }
+            }
+            if result.is_err() {
                 break;
             }
-            if let Err(e) = w.wait_for_capacity(PART_CONCURRENCY).await {
-                return Err(self.err("upload part of", key, e));
-            }
-            w.write(&buf[..n]);
-            sent += n as u64;
         }
-        let parts = sent.div_ceil(PART_SIZE as u64).max(1);
-        self.counts.add(Op::Put, parts + 2);
-        w.finish()
-            .await
-            .map_err(|e| self.err("complete upload of", key, e))?;
-        Ok(())
+        while let Some(r) = inflight.next().await {
+            if let (Err(e), true) = (r, result.is_ok()) {
+                result = Err(self.err("upload part of", key, e));
+            }
+        }
+        drop(inflight);
+        match result {
+            Ok(()) => {
+                up.complete()
+                    .await
+                    .map_err(|e| self.err("complete upload of", key, e))?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = up.abort().await;
+                Err(e)
+            }
+        }
     }
 
     async fn set_headers(&self, key: &str, hash: &FileHash, headers: &Headers) -> Result<()> {
