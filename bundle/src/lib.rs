@@ -28,6 +28,7 @@
 //! | opening | [`reader`] | [`Bundle`] |
 //! | verify / extract / diff | [`verify`](mod@verify), [`extract`](mod@extract), [`diff`](mod@diff) | [`verify()`], [`extract()`], [`diff()`] |
 //! | oci-archive | [`archive`] | [`archive::export`], [`archive::import`] |
+//! | chosen contents out of the layers, checked (for publishing) | [`spool`] | [`spool::spool`] |
 //! | progress | [`progress`] | [`Progress`] |
 //! | paths past `PATH_MAX` | `dirfd` (private) | `*at()` calls relative to directory handles |
 //! | local I/O vs corrupt data | `iotrap` (private) | an I/O error under a format reader stays an I/O error |
@@ -56,6 +57,7 @@ pub mod pathkey;
 pub mod progress;
 pub mod reader;
 mod rebuild;
+pub mod spool;
 pub mod store;
 pub mod tar;
 pub mod verify;

@@ -87,6 +87,36 @@ pub enum Command {
     /// For every target and channel: the bundle it points to, whether it is complete, and whether
     /// all targets agree (exit 5 when not).
     Status(StatusArgs),
+    /// Publish a bundle's files into website targets (s3+site://, gs+site://, az+site://,
+    /// file+site://): added files first, then changed ones, pages last, then the marker, then
+    /// deletes.
+    Publish(PublishArgs),
+    /// Fetch every file of a bundle from live origins and compare it with the index; exit 4 on any
+    /// difference.
+    Audit(AuditArgs),
+}
+
+/// How website targets are published (push, promote, rollback and publish).
+#[derive(Debug, Args, Clone, Default)]
+pub struct SiteOpts {
+    /// Keep the objects a publish removes until the next publish (`--keep-removed`) or for a
+    /// while (`--keep-removed=24h`), so pages cached at the edge still find their old assets
+    /// [default: no; [site] keep_removed].
+    #[arg(
+        long,
+        value_name = "WHEN",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "next"
+    )]
+    pub keep_removed: Option<String>,
+    /// Refuse a publish that deletes more objects than this: N, P% of the site, or all
+    /// [default: 50%; [site] max_delete].
+    #[arg(long, value_name = "N|P%")]
+    pub max_delete: Option<String>,
+    /// Parallel object requests per website target [default: 16; [site] jobs].
+    #[arg(long, value_name = "N")]
+    pub site_jobs: Option<usize>,
 }
 
 /// Targets: URLs (oci://, oci+http://, s3://, gs://, az://, file://, https://) or names from
@@ -111,6 +141,9 @@ pub struct PushArgs {
     /// Parallel blob uploads per target [env: SITEBUNDLE_JOBS, default 4].
     #[arg(long, short)]
     pub jobs: Option<usize>,
+    /// Website targets among --to.
+    #[command(flatten)]
+    pub site: SiteOpts,
 }
 
 /// `pull` arguments.
@@ -144,6 +177,9 @@ pub struct PromoteArgs {
     /// Message recorded in the channel history.
     #[arg(long, short)]
     pub message: Option<String>,
+    /// Website targets among --to.
+    #[command(flatten)]
+    pub site: SiteOpts,
 }
 
 /// `rollback` arguments.
@@ -162,6 +198,93 @@ pub struct RollbackArgs {
     /// Message recorded in the channel history.
     #[arg(long, short)]
     pub message: Option<String>,
+    /// Website targets among --target.
+    #[command(flatten)]
+    pub site: SiteOpts,
+}
+
+/// `publish` arguments.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The bundle in the local store (tag, digest or unique prefix).
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// Website target URL (s3+site://bucket/prefix, gs+site://, az+site://$web, file+site:///dir)
+    /// or name from sitebundle.toml (repeatable) [default: the website targets of [defaults] to].
+    #[arg(long, value_name = "TARGET")]
+    pub to: Vec<String>,
+    /// Print the plan (writes, deletes, bytes) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Plan from a listing and each object's BLAKE3 metadata instead of the marker (after the
+    /// bucket was changed by hand).
+    #[arg(long)]
+    pub reconcile: bool,
+    /// With --reconcile: also delete objects no sitebundle publish wrote.
+    #[arg(long, requires = "reconcile")]
+    pub delete_foreign: bool,
+    /// Write the CDN invalidation paths here, one per line.
+    #[arg(long, value_name = "FILE")]
+    pub invalidation_paths: Option<PathBuf>,
+    /// Most invalidation paths before folding them into wildcards [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub invalidation_budget: Option<usize>,
+    /// How to publish.
+    #[command(flatten)]
+    pub site: SiteOpts,
+}
+
+/// `audit` arguments.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Origin base URL(s) to audit (http:// or https://), as the public fetches them.
+    #[arg(value_name = "URL")]
+    pub urls: Vec<String>,
+    /// Another origin (repeatable); all must serve the same marker.
+    #[arg(long, value_name = "URL")]
+    pub origin: Vec<String>,
+    /// The bundle to expect: a tag, digest or prefix in the local store.
+    #[arg(
+        long,
+        value_name = "REF",
+        conflicts_with = "channel",
+        required_unless_present = "channel"
+    )]
+    pub digest: Option<String>,
+    /// The bundle a channel points to on the bundle target(s) given with --target.
+    #[arg(long, short)]
+    pub channel: Option<String>,
+    /// Bundle target(s) to resolve --channel on (and to pull the bundle from when the local store
+    /// lacks it) [default: the bundle targets of [defaults] to].
+    #[arg(long, value_name = "TARGET")]
+    pub target: Vec<String>,
+    /// Website target to list for extra objects, one per origin in order (repeatable).
+    #[arg(long, value_name = "TARGET")]
+    pub list: Vec<String>,
+    /// Check only this many files, picked at random (the seed is printed).
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+    /// Seed of --sample [default: from the clock].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Parallel requests per origin [default: 8].
+    #[arg(long, short, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// At most this many requests per second per origin.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate: Option<f64>,
+    /// Do not add a cache-busting query and no-cache to requests.
+    #[arg(long)]
+    pub no_cache_bust: bool,
+    /// Re-check failures with backoff until they pass or this much time passed (`90s`, `10m`).
+    #[arg(long, value_name = "DURATION")]
+    pub wait: Option<String>,
+    /// Headers compared with the rules: all, content-type, none (an nginx origin sets its own).
+    #[arg(long, default_value = "all", value_name = "WHICH")]
+    pub headers: String,
+    /// Do not require a marker (an origin that was not published by sitebundle publish).
+    #[arg(long)]
+    pub no_marker: bool,
 }
 
 /// `history` arguments.

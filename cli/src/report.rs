@@ -138,6 +138,27 @@ fn exit_code(bundle_err: Option<&Error>, repl_err: Option<&replicator::Error>) -
     }
 }
 
+/// What to do about a website target's error.
+fn site_hint(e: &replicator::site::SiteError) -> Option<String> {
+    use replicator::site::SiteError as S;
+    Some(match e {
+        S::TooManyDeletes { .. } => "check that --to names the right bucket and REF the right \
+            bundle; if the site really shrank, allow it with --max-delete N, P% or all"
+            .into(),
+        S::MarkerConflict { .. } => "another publish changed the target meanwhile: check \
+            `sitebundle status`, then run the command again"
+            .into(),
+        S::BadMarker { .. } | S::TooManyUnfinished { .. } => "publish again with --reconcile: it \
+            plans from a listing and the objects' metadata, and writes a new marker"
+            .into(),
+        S::Reserved { .. } => "remove .well-known/sitebundle.json and .well-known/sitebundle/ \
+            from the site: website targets keep their marker there"
+            .into(),
+        S::BadRule { .. } => "fix the rule under [[site.headers]] in sitebundle.toml".into(),
+        _ => return None,
+    })
+}
+
 /// What to do about a replicator error.
 pub fn replicator_hint(e: &replicator::Error) -> Option<String> {
     use replicator::Error as R;
@@ -158,6 +179,7 @@ pub fn replicator_hint(e: &replicator::Error) -> Option<String> {
         R::DigestMismatch { .. } | R::Corrupt { .. } => {
             "the target holds damaged or tampered data: push the bundle to it again".into()
         }
+        R::Site(s) => return site_hint(s),
         _ => return None,
     })
 }

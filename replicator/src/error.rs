@@ -187,6 +187,9 @@ pub enum Error {
     /// An operation cannot be done with the targets given (read-only target, no history, ...).
     #[error("{0}")]
     Usage(String),
+    /// A website target refused or could not do what was asked (see [`crate::site`]).
+    #[error(transparent)]
+    Site(#[from] crate::site::SiteError),
     /// A background task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(String),

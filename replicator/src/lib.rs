@@ -14,6 +14,7 @@
 //! | push, promote, rollback | [`push`] | [`push::push`], [`push::promote`], [`push::rollback`], [`push::history`] |
 //! | status | [`status`] | [`status::status`] |
 //! | pull | [`pull`] | [`pull::pull`] |
+//! | website targets: publish files into buckets, audit live origins | [`site`] | [`site::SiteUrl`], [`site::publish::publish`], [`site::audit::audit`] |
 //! | registry credentials | [`auth`] | [`auth::resolve`] |
 //! | the distribution API client | [`registry`] | [`registry::Registry`] |
 //! | bounded reads, rates, redirects, credential scope | [`net`] | [`net::collect`], [`net::Pace`], [`net::Http`], [`net::SafeConnector`] |
@@ -36,6 +37,7 @@ pub mod open;
 pub mod pull;
 pub mod push;
 pub mod registry;
+pub mod site;
 pub mod status;
 pub mod store_target;
 pub mod target;

@@ -11,6 +11,11 @@
 //! here is reported per target ([`ChannelOutcome::Failed`]); the others have moved, `status`
 //! shows the disagreement, and a re-run converges.
 //!
+//! **Website targets** ([`crate::site`]) given to the same operation follow the same two phases
+//! ([`Websites`]): each is staged in phase 1 (new objects uploaded, nothing served changes) and
+//! switched in phase 2 beside the channel moves, so a failure anywhere in phase 1 moves no
+//! channel and switches no website, and `rollback` puts the old site back on the buckets too.
+//!
 //! Channels are resolved to digests once per operation and only digests are used after that
 //! (zarf-dev/zarf#5276 mixed versions by re-reading a tag).
 
@@ -28,6 +33,7 @@ use tokio::sync::Semaphore;
 use crate::channel::{now_rfc3339, validate_channel, Action, ChannelRecord, HistoryEvent};
 use crate::env::{self, var};
 use crate::error::{chain, Error, Result};
+use crate::site::step::{SiteOutcome, Websites};
 use crate::target::Target;
 
 /// Default parallel blob uploads per target.
@@ -242,20 +248,30 @@ pub struct Report {
     pub channel: Option<String>,
     /// One entry per target, in the order given.
     pub targets: Vec<TargetReport>,
+    /// One entry per website target, in the order given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<SiteOutcome>,
 }
 
 impl Report {
-    /// True when every channel move (and history append) succeeded.
+    /// True when every channel move (and history append) and every website switch succeeded.
     pub fn is_ok(&self) -> bool {
         self.targets.iter().all(|t| {
             !matches!(t.channel, Some(ChannelOutcome::Failed { .. })) && t.history_error.is_none()
-        })
+        }) && !self.sites.iter().any(SiteOutcome::failed)
     }
 }
 
-fn refuse_read_only(targets: &[Arc<dyn Target>]) -> Result<()> {
-    if targets.is_empty() {
-        return Err(Error::Usage("no target given".into()));
+/// Refuse read-only targets, and an operation with no target at all. Channels live on bundle
+/// targets, so an operation that moves one needs at least one (`channel`).
+fn refuse_read_only(targets: &[Arc<dyn Target>], websites: &Websites, channel: bool) -> Result<()> {
+    if targets.is_empty() && (websites.is_empty() || channel) {
+        return Err(Error::Usage(if websites.is_empty() {
+            "no target given".into()
+        } else {
+            "channels live on bundle targets (registries, buckets with bundles, directories):              give at least one beside the website targets"
+                .into()
+        }));
     }
     let ro: Vec<&str> = targets
         .iter()
@@ -492,7 +508,18 @@ pub async fn push(
     channel: Option<&str>,
     opts: &Options,
 ) -> Result<Report> {
-    refuse_read_only(targets)?;
+    push_with(bundle, targets, &Websites::none(), channel, opts).await
+}
+
+/// [`push`], with website targets following the channel move (or published, without a channel).
+pub async fn push_with(
+    bundle: &LocalBundle,
+    targets: &[Arc<dyn Target>],
+    websites: &Websites,
+    channel: Option<&str>,
+    opts: &Options,
+) -> Result<Report> {
+    refuse_read_only(targets, websites, channel.is_some())?;
     let expected = match channel {
         Some(c) => {
             validate_channel(c)?;
@@ -519,21 +546,43 @@ pub async fn push(
             Err(e) => failures.push((t.name().to_string(), chain(&e))),
         }
     }
+    // Website targets stage only once the bundle is complete everywhere: their objects come
+    // from the same bytes, and a failed bundle target must leave the buckets as they were.
+    let staged = if failures.is_empty() {
+        match websites.stage(bundle.manifest, channel, targets).await {
+            Ok(s) => s,
+            Err(f) => {
+                failures.extend(f);
+                None
+            }
+        }
+    } else {
+        None
+    };
     if !failures.is_empty() {
         return Err(Error::Incomplete { failures });
     }
+    let sites;
     if let (Some(c), Some(expected)) = (channel, expected) {
-        let outcomes = move_all(targets, c, &expected, &bundle.record(), Action::Push, opts).await;
+        let record = bundle.record();
+        let (outcomes, s) = futures::join!(
+            move_all(targets, c, &expected, &record, Action::Push, opts),
+            websites.switch(staged, channel)
+        );
         for (r, (o, h)) in reports.iter_mut().zip(outcomes) {
             r.channel = Some(o);
             r.history_error = h;
         }
+        sites = s;
+    } else {
+        sites = websites.switch(staged, None).await;
     }
     Ok(Report {
         manifest: bundle.manifest,
         id: bundle.id,
         channel: channel.map(String::from),
         targets: reports,
+        sites,
     })
 }
 
@@ -606,14 +655,34 @@ pub async fn promote(
     to: &str,
     opts: &Options,
 ) -> Result<Report> {
-    refuse_read_only(targets)?;
+    promote_with(targets, &Websites::none(), from, to, opts).await
+}
+
+/// [`promote`], with website targets following channel `to`.
+pub async fn promote_with(
+    targets: &[Arc<dyn Target>],
+    websites: &Websites,
+    from: &str,
+    to: &str,
+    opts: &Options,
+) -> Result<Report> {
+    refuse_read_only(targets, websites, true)?;
     validate_channel(from)?;
     validate_channel(to)?;
     let src = resolve_all(targets, from, opts.attempts).await?;
     let first = agree(targets, from, &src)?;
     let expected = resolve_all(targets, to, opts.attempts).await?;
     require_complete(targets, &first.manifest, opts).await?;
-    finish_move(targets, to, &expected, &first, Action::Promote, opts).await
+    finish_move(
+        targets,
+        websites,
+        to,
+        &expected,
+        &first,
+        Action::Promote,
+        opts,
+    )
+    .await
 }
 
 /// All targets hold the same record for `channel`; return it.
@@ -639,15 +708,24 @@ fn agree(
     }
 }
 
+/// Stage the website targets, then move the channel on every target and switch them.
 async fn finish_move(
     targets: &[Arc<dyn Target>],
+    websites: &Websites,
     channel: &str,
     expected: &[Option<ChannelRecord>],
     new: &ChannelRecord,
     action: Action,
     opts: &Options,
 ) -> Result<Report> {
-    let outcomes = move_all(targets, channel, expected, new, action, opts).await;
+    let staged = websites
+        .stage(new.manifest, Some(channel), targets)
+        .await
+        .map_err(|failures| Error::Incomplete { failures })?;
+    let (outcomes, sites) = futures::join!(
+        move_all(targets, channel, expected, new, action, opts),
+        websites.switch(staged, Some(channel))
+    );
     Ok(Report {
         manifest: new.manifest,
         id: new.id,
@@ -664,6 +742,7 @@ async fn finish_move(
                 history_error: h,
             })
             .collect(),
+        sites,
     })
 }
 
@@ -699,7 +778,18 @@ pub async fn rollback(
     to: RollbackTo,
     opts: &Options,
 ) -> Result<Report> {
-    refuse_read_only(targets)?;
+    rollback_with(targets, &Websites::none(), channel, to, opts).await
+}
+
+/// [`rollback`], with website targets switched back too.
+pub async fn rollback_with(
+    targets: &[Arc<dyn Target>],
+    websites: &Websites,
+    channel: &str,
+    to: RollbackTo,
+    opts: &Options,
+) -> Result<Report> {
+    refuse_read_only(targets, websites, true)?;
     validate_channel(channel)?;
     let expected = resolve_all(targets, channel, opts.attempts).await?;
     let events = history(targets, channel)
@@ -743,5 +833,14 @@ pub async fn rollback(
         id: m.config.digest,
         size,
     };
-    finish_move(targets, channel, &expected, &new, Action::Rollback, opts).await
+    finish_move(
+        targets,
+        websites,
+        channel,
+        &expected,
+        &new,
+        Action::Rollback,
+        opts,
+    )
+    .await
 }

@@ -1,6 +1,7 @@
 //! One module per command; each takes parsed arguments and returns an exit code.
 
 mod archive;
+mod audit;
 mod build;
 mod diff;
 mod extract;
@@ -8,6 +9,7 @@ mod history;
 mod inspect;
 mod ls;
 mod promote;
+mod publish;
 mod pull;
 mod push;
 mod rollback;
@@ -43,6 +45,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Rollback(a) => rollback::run(g, a),
         Command::History(a) => history::run(g, a),
         Command::Status(a) => status::run(g, a),
+        Command::Publish(a) => publish::run(g, a),
+        Command::Audit(a) => audit::run(g, a),
     }
 }
 

@@ -3,15 +3,18 @@
 use anyhow::Result;
 use replicator::push::{ChannelOutcome, LocalBundle, Options, Report};
 
+use super::publish::{print_site_outcomes, websites};
 use super::{bars, human, open_store, print_json};
 use crate::args::{Global, PushArgs};
 use crate::report::EXIT_PARTIAL;
-use crate::targets::{open_targets, runtime};
+use crate::targets::{load_config, open_all, runtime};
 
 pub fn run(g: &Global, a: PushArgs) -> Result<u8> {
     let store = open_store(g)?;
     let manifest = store.resolve(&a.reference)?;
-    let targets = open_targets(&a.to)?;
+    let cfg = load_config()?;
+    let (targets, sites) = open_all(&cfg, &a.to)?;
+    let web = websites(g, &cfg, sites, &a.site)?;
     let mut opts = Options::from_env();
     if let Some(m) = a.message {
         opts.message = Some(m);
@@ -22,7 +25,7 @@ pub fn run(g: &Global, a: PushArgs) -> Result<u8> {
     opts.progress = std::sync::Arc::new(bars(g));
     let rep = runtime()?.block_on(async {
         let b = LocalBundle::open(&store, manifest).await?;
-        replicator::push::push(&b, &targets, a.channel.as_deref(), &opts).await
+        replicator::push::push_with(&b, &targets, &web, a.channel.as_deref(), &opts).await
     })?;
     print_report(g, &rep)
 }
@@ -61,14 +64,15 @@ pub fn print_report(g: &Global, rep: &Report) -> Result<u8> {
             }
             println!("{line}");
         }
+        print_site_outcomes(&rep.sites);
         println!("{}", rep.manifest);
     }
     if rep.is_ok() {
         Ok(0)
     } else {
         eprintln!(
-            "error: the channel did not move on every target; run the same command again to converge, \
-             and check `sitebundle status`"
+            "error: the channel did not move (or a website target did not switch) on every target; \
+             run the same command again to converge, and check `sitebundle status`"
         );
         Ok(EXIT_PARTIAL)
     }

@@ -3,12 +3,15 @@
 use anyhow::Result;
 use replicator::push::{Options, RollbackTo};
 
+use super::publish::websites;
 use super::push::print_report;
 use crate::args::{Global, RollbackArgs};
-use crate::targets::{open_targets, runtime};
+use crate::targets::{load_config, open_all, runtime};
 
 pub fn run(g: &Global, a: RollbackArgs) -> Result<u8> {
-    let targets = open_targets(&a.target)?;
+    let cfg = load_config()?;
+    let (targets, sites) = open_all(&cfg, &a.target)?;
+    let web = websites(g, &cfg, sites, &a.site)?;
     let mut opts = Options::from_env();
     if let Some(m) = a.message {
         opts.message = Some(m);
@@ -17,6 +20,8 @@ pub fn run(g: &Global, a: RollbackArgs) -> Result<u8> {
         Some(d) => RollbackTo::Digest(d.parse()?),
         None => RollbackTo::Steps(a.steps.unwrap_or(1)),
     };
-    let rep = runtime()?.block_on(replicator::push::rollback(&targets, &a.channel, to, &opts))?;
+    let rep = runtime()?.block_on(replicator::push::rollback_with(
+        &targets, &web, &a.channel, to, &opts,
+    ))?;
     print_report(g, &rep)
 }

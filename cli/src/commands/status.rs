@@ -5,13 +5,16 @@ use anyhow::Result;
 use super::print_json;
 use crate::args::{Global, StatusArgs};
 use crate::report::EXIT_PARTIAL;
-use crate::targets::{open_targets, runtime};
+use crate::targets::{load_config, open_all, runtime};
 
 pub fn run(g: &Global, a: StatusArgs) -> Result<u8> {
-    let targets = open_targets(&a.to)?;
+    let cfg = load_config()?;
+    let (targets, sites) = open_all(&cfg, &a.to)?;
     let jobs = replicator::push::Options::from_env().jobs * 2;
     let only = (!a.channel.is_empty()).then_some(a.channel.as_slice());
-    let st = runtime()?.block_on(replicator::status::status(&targets, only, a.verify, jobs));
+    let st = runtime()?.block_on(replicator::status::status_with_sites(
+        &targets, &sites, only, a.verify, jobs,
+    ));
     if g.json {
         print_json(&st)?;
     } else {
@@ -35,8 +38,28 @@ pub fn run(g: &Global, a: StatusArgs) -> Result<u8> {
                 }
             }
         }
+        for s in &st.sites {
+            println!("{}", s.target);
+            match &s.serving {
+                None => println!("  (serves nothing)"),
+                Some(p) => {
+                    let state = match (s.complete, s.verified) {
+                        (true, Some(true)) => "complete, verified",
+                        (true, None) => "complete",
+                        (_, Some(false)) => "VERIFY FAILED",
+                        (false, _) => "PUBLISH UNFINISHED",
+                    };
+                    let ch = p
+                        .channel
+                        .as_deref()
+                        .map(|c| format!("  channel {c}"))
+                        .unwrap_or_default();
+                    println!("  serves {}  id {}{ch}  {state}", p.manifest, p.id);
+                }
+            }
+        }
         if st.agrees() {
-            println!("ok: {} target(s) agree", st.targets.len());
+            println!("ok: {} target(s) agree", st.targets.len() + st.sites.len());
         }
     }
     for p in &st.problems {
