@@ -13,6 +13,7 @@
 //! | channels and history | [`channel`] | [`ChannelRecord`], [`HistoryEvent`] |
 //! | push, promote, rollback | [`push`] | [`push::push`], [`push::promote`], [`push::rollback`], [`push::history`] |
 //! | status | [`status`] | [`status::status`] |
+//! | either digest (manifest digest or bundle id) on any target | [`resolve`] | [`resolve::resolve_digest`], [`resolve::IdRecord`], [`resolve::replaces`] |
 //! | pull | [`pull`] | [`pull::pull`] |
 //! | registry credentials | [`auth`] | [`auth::resolve`] |
 //! | the distribution API client | [`registry`] | [`registry::Registry`] |
@@ -36,6 +37,7 @@ pub mod open;
 pub mod pull;
 pub mod push;
 pub mod registry;
+pub mod resolve;
 pub mod status;
 pub mod store_target;
 pub mod target;

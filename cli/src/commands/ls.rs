@@ -30,7 +30,13 @@ pub fn run(g: &Global, reference: &str) -> Result<u8> {
                 v
             })
             .collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&items)?)?;
+        drop(out);
+        return super::print_json(&serde_json::json!({
+            "id": b.id().to_string(),
+            "manifest": b.meta.manifest_digest.to_string(),
+            "entries": items,
+        }))
+        .map(|()| 0);
     } else {
         for e in b.index.entries() {
             let tail = match &e.kind {

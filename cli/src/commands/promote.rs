@@ -1,4 +1,4 @@
-//! `sitebundle promote FROM TO [--to T...]`.
+//! `sitebundle promote FROM TO [--target T...]`.
 
 use anyhow::Result;
 use replicator::push::Options;
@@ -8,7 +8,7 @@ use crate::args::{Global, PromoteArgs};
 use crate::targets::{open_targets, runtime};
 
 pub fn run(g: &Global, a: PromoteArgs) -> Result<u8> {
-    let targets = open_targets(&a.to)?;
+    let targets = open_targets(&a.targets.get(g))?;
     let mut opts = Options::from_env();
     if let Some(m) = a.message {
         opts.message = Some(m);

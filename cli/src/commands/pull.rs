@@ -17,7 +17,16 @@ pub fn run(g: &Global, a: PullArgs) -> Result<u8> {
     // Held until the pulled manifest is in index.json, so `gc` cannot delete the blobs it
     // downloads or finds already there (see bundle::store).
     let _writing = store.write_lock()?;
-    let targets = open_targets(std::slice::from_ref(&a.from))?;
+    let given: Vec<String> = match (a.target, a.old_from) {
+        (Some(t), _) => vec![t],
+        (None, Some(t)) => {
+            crate::args::deprecated(g, "pull --from TARGET", "pull --target TARGET");
+            vec![t]
+        }
+        (None, None) => Vec::new(),
+    };
+    // Without --target: the first default target.
+    let targets = open_targets(&given)?;
     let t = targets[0].clone();
     let opts = replicator::pull::PullOptions {
         jobs: replicator::push::Options::from_env().jobs,

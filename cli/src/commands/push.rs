@@ -1,4 +1,4 @@
-//! `sitebundle push REF [--to T...] [--channel NAME]`.
+//! `sitebundle push REF [--target T...] [--channel NAME]`.
 
 use anyhow::Result;
 use replicator::push::{ChannelOutcome, LocalBundle, Options, Report};
@@ -11,7 +11,7 @@ use crate::targets::{open_targets, runtime};
 pub fn run(g: &Global, a: PushArgs) -> Result<u8> {
     let store = open_store(g)?;
     let manifest = store.resolve(&a.reference)?;
-    let targets = open_targets(&a.to)?;
+    let targets = open_targets(&a.targets.get(g))?;
     let mut opts = Options::from_env();
     if let Some(m) = a.message {
         opts.message = Some(m);
