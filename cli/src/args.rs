@@ -212,7 +212,12 @@ pub struct PullArgs {
     #[arg(long, value_name = "TARGET")]
     pub target: Option<String>,
     /// Deprecated spelling of --target.
-    #[arg(long = "from", value_name = "TARGET", hide = true, conflicts_with = "target")]
+    #[arg(
+        long = "from",
+        value_name = "TARGET",
+        hide = true,
+        conflicts_with = "target"
+    )]
     pub old_from: Option<String>,
     /// Tag the bundle in the local store (repeatable).
     #[arg(long, short)]
@@ -248,7 +253,12 @@ pub struct RollbackArgs {
     #[arg(long, value_name = "DIGEST", conflicts_with_all = ["steps", "old_to"])]
     pub digest: Option<String>,
     /// Deprecated spelling of --digest.
-    #[arg(long = "to", value_name = "DIGEST", hide = true, conflicts_with = "steps")]
+    #[arg(
+        long = "to",
+        value_name = "DIGEST",
+        hide = true,
+        conflicts_with = "steps"
+    )]
     pub old_to: Option<String>,
     /// Move it to where it pointed this many moves ago [default: 1].
     #[arg(long, value_name = "N")]

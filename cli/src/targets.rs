@@ -1,4 +1,4 @@
-//! Targets on the command line: `--to` takes URLs or names from `sitebundle.toml`, and commands
+//! Targets on the command line: `--target` takes URLs or names from `sitebundle.toml`, and commands
 //! that talk to targets run on a tokio runtime built here.
 //!
 //! ```toml
@@ -35,7 +35,7 @@ pub struct Config {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
-    /// Targets used when `--to` is not given.
+    /// Targets used when `--target` is not given (the key keeps its name: `to = [...]`).
     #[serde(default)]
     pub to: Vec<String>,
 }
@@ -61,7 +61,7 @@ pub fn load_config() -> Result<Config> {
     toml::from_str(&text).with_context(|| format!("parse {}", p.display()))
 }
 
-/// Turn `--to` values (or the configured defaults) into URLs.
+/// Turn `--target` values (or the configured defaults) into URLs.
 pub fn resolve_urls(given: &[String]) -> Result<Vec<TargetUrl>> {
     let cfg = load_config()?;
     let names: Vec<String> = if given.is_empty() {
@@ -71,7 +71,7 @@ pub fn resolve_urls(given: &[String]) -> Result<Vec<TargetUrl>> {
     };
     if names.is_empty() {
         bail!(
-            "no target given: pass --to URL|NAME, or list default targets under [defaults] to = [...] in {}",
+            "no target given: pass --target URL|NAME, or list default targets under [defaults] to = [...] in {}",
             config_path().display()
         );
     }
@@ -93,7 +93,7 @@ pub fn resolve_urls(given: &[String]) -> Result<Vec<TargetUrl>> {
         .collect()
 }
 
-/// Open the targets named by `--to` (or the defaults).
+/// Open the targets named by `--target` (or the defaults).
 pub fn open_targets(given: &[String]) -> Result<Vec<Arc<dyn Target>>> {
     resolve_urls(given)?
         .iter()

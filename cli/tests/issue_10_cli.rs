@@ -82,7 +82,10 @@ fn issue_10_vocabulary_help_shows_one_example_and_the_exit_codes_everywhere() {
             h.contains(&format!("  sitebundle {cmd}")),
             "{cmd}'s example runs {cmd}:\n{h}"
         );
-        assert!(h.contains("Exit codes: 0 ok"), "{cmd} --help lists exit codes:\n{h}");
+        assert!(
+            h.contains("Exit codes: 0 ok"),
+            "{cmd} --help lists exit codes:\n{h}"
+        );
         // One vocabulary: targets are --target; the old spellings are hidden.
         assert!(!h.contains("--to "), "{cmd} --help shows --to:\n{h}");
         assert!(!h.contains("--from "), "{cmd} --help shows --from:\n{h}");
@@ -156,22 +159,37 @@ fn issue_10_vocabulary_every_json_output_has_version_1_and_a_pinned_shape() {
         ("import", json(&["import", &archive])),
         ("list", json(&["list"])),
         ("tag", json(&["tag", "a", "a2"])),
-        ("push", json(&["push", "a", "--target", &target, "--channel", "staging"])),
-        ("push-b", json(&["push", "b", "--target", &target, "--channel", "staging"])),
-        ("promote", json(&["promote", "staging", "prod", "--target", &target])),
-        ("rollback", json(&["rollback", "staging", "--steps", "1", "--target", &target])),
-        ("history", json(&["history", "staging", "--target", &target])),
+        (
+            "push",
+            json(&["push", "a", "--target", &target, "--channel", "staging"]),
+        ),
+        (
+            "push-b",
+            json(&["push", "b", "--target", &target, "--channel", "staging"]),
+        ),
+        (
+            "promote",
+            json(&["promote", "staging", "prod", "--target", &target]),
+        ),
+        (
+            "rollback",
+            json(&["rollback", "staging", "--steps", "1", "--target", &target]),
+        ),
+        (
+            "history",
+            json(&["history", "staging", "--target", &target]),
+        ),
         ("status", json(&["status", "--target", &target])),
         ("status-digest", {
-            let id = json(&["inspect", "b"])["id"].as_str().expect("id").to_string();
+            let id = json(&["inspect", "b"])["id"]
+                .as_str()
+                .expect("id")
+                .to_string();
             json(&["status", "--target", &target, "--digest", &id])
         }),
         ("pull", {
-            let out = stdout_ok(
-                common::sb(&other)
-                    .args(["--json", "pull", "prod", "--target", &target])
-                    ,
-            );
+            let out =
+                stdout_ok(common::sb(&other).args(["--json", "pull", "prod", "--target", &target]));
             serde_json::from_str(&out).expect("pull --json")
         }),
         ("rm", json(&["rm", "b"])),
@@ -220,11 +238,28 @@ fn issue_10_vocabulary_old_spellings_still_work_and_warn() {
     common::build(&home, &site, &["--tag", "v2"]);
     let target = format!("file://{}", t.path().join("target").display());
     let m1 = common::last_line(
-        run_warn(&home, &["push", "v1", "--to", &target, "-c", "staging"], "--to TARGET").as_bytes(),
+        run_warn(
+            &home,
+            &["push", "v1", "--to", &target, "-c", "staging"],
+            "--to TARGET",
+        )
+        .as_bytes(),
     );
-    run_warn(&home, &["push", "v2", "--to", &target, "-c", "staging"], "--to TARGET");
-    run_warn(&home, &["promote", "staging", "prod", "--to", &target], "--to TARGET");
-    run_warn(&home, &["history", "staging", "--to", &target], "--to TARGET");
+    run_warn(
+        &home,
+        &["push", "v2", "--to", &target, "-c", "staging"],
+        "--to TARGET",
+    );
+    run_warn(
+        &home,
+        &["promote", "staging", "prod", "--to", &target],
+        "--to TARGET",
+    );
+    run_warn(
+        &home,
+        &["history", "staging", "--to", &target],
+        "--to TARGET",
+    );
     run_warn(&home, &["status", "--to", &target], "--to TARGET");
     // rollback's --to was a digest: now --digest (a bundle id here; it resolves to the manifest).
     let back = run_warn(
@@ -234,7 +269,11 @@ fn issue_10_vocabulary_old_spellings_still_work_and_warn() {
     );
     assert_eq!(common::last_line(back.as_bytes()), m1);
     let other = t.path().join("other");
-    let pulled = run_warn(&other, &["pull", "staging", "--from", &target], "pull --from TARGET");
+    let pulled = run_warn(
+        &other,
+        &["pull", "staging", "--from", &target],
+        "pull --from TARGET",
+    );
     assert_eq!(common::last_line(pulled.as_bytes()), m1);
     // The new spellings do not warn; --quiet silences the warning too.
     for args in [
@@ -253,5 +292,10 @@ fn issue_10_vocabulary_old_spellings_still_work_and_warn() {
     let o = output(common::sb(&home).args([
         "rollback", "staging", "--digest", &id1, "--to", &id1, "--target", &target,
     ]));
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

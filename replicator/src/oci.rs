@@ -379,7 +379,10 @@ impl Target for OciTarget {
             let r = IdRecord::of_manifest(d, b).map_err(|e| Error::Corrupt {
                 target: self.name.clone(),
                 what: format!("tag {tag}"),
-                reason: format!("does not name a sitebundle manifest: {}", crate::error::chain(&e)),
+                reason: format!(
+                    "does not name a sitebundle manifest: {}",
+                    crate::error::chain(&e)
+                ),
             })?;
             if r.id != new.id {
                 return Err(Error::Corrupt {
@@ -403,16 +406,12 @@ impl Target for OciTarget {
             self.client
                 .put_manifest(&tag, bytes.clone(), MEDIA_MANIFEST)
                 .await?;
-            match self.read_tag(&tag).await? {
-                Some((_, d)) if d == new.manifest => return Ok(()),
-                Some((b, d)) => {
-                    // Someone else recorded another manifest of this id meanwhile: fine if the rule
-                    // keeps theirs, otherwise decide again.
-                    if !current(&b, d)?.yields_to(&new) {
-                        return Ok(());
-                    }
+            // Ours, or someone else's manifest of this id that the rule keeps: done. Otherwise
+            // (a concurrent writer the rule does not prefer) decide again.
+            if let Some((b, d)) = self.read_tag(&tag).await? {
+                if d == new.manifest || !current(&b, d)?.yields_to(&new) {
+                    return Ok(());
                 }
-                None => {}
             }
         }
         Err(Error::ChannelConflict {

@@ -717,7 +717,7 @@ pub async fn rollback(
     let manifest = match to {
         RollbackTo::Steps(_) if events.is_empty() => {
             return Err(Error::Usage(format!(
-                "no history of channel {channel} on these targets: use --to DIGEST"
+                "no history of channel {channel} on these targets: use --digest DIGEST"
             )))
         }
         RollbackTo::Steps(n) => {
@@ -738,7 +738,11 @@ pub async fn rollback(
         // (crate::resolve: the same manifest everywhere, or a disagreement to settle by digest).
         RollbackTo::Digest(d) => match events.iter().rev().find(|e| e.to_id == d || e.to == d) {
             Some(e) => e.to,
-            None => crate::resolve::resolve_everywhere(targets, &d).await?.manifest,
+            None => {
+                crate::resolve::resolve_everywhere(targets, &d)
+                    .await?
+                    .manifest
+            }
         },
     };
     require_complete(targets, &manifest, opts).await?;

@@ -147,7 +147,10 @@ pub struct Found {
 
 /// The manifest named by the first channel entry of an OCI layout `index.json` annotated
 /// `dev.sitebundle.id = id` (targets written before id records: step 3 of the lookup).
-pub fn id_in_layout_index(index_json: &[u8], id: &Digest) -> std::result::Result<Option<Digest>, String> {
+pub fn id_in_layout_index(
+    index_json: &[u8],
+    id: &Digest,
+) -> std::result::Result<Option<Digest>, String> {
     let idx: LayoutIndex = serde_json::from_slice(index_json).map_err(|e| e.to_string())?;
     let want = id.to_string();
     let mut hits: Vec<(&str, Digest)> = idx
@@ -254,10 +257,17 @@ pub async fn resolve_digest(
         }
     };
     // 1. The id record.
-    match step(t, &format!("read the id record of {d}"), step_timeout, t.lookup_id(d)).await {
+    match step(
+        t,
+        &format!("read the id record of {d}"),
+        step_timeout,
+        t.lookup_id(d),
+    )
+    .await
+    {
         Ok(Some(found)) => {
             let bytes = match found.bytes {
-                Some(b) => b,
+                Some(b) => Ok(b),
                 None => {
                     step(
                         t,
@@ -265,10 +275,16 @@ pub async fn resolve_digest(
                         step_timeout,
                         t.get_manifest(&found.manifest),
                     )
-                    .await?
+                    .await
                 }
             };
-            return checked(t, found.manifest, bytes, Some(d), Via::IdRecord);
+            // A record naming a missing or foreign manifest is kept as the error, and the
+            // other steps still get their chance.
+            match bytes.and_then(|b| checked(t, found.manifest, b, Some(d), Via::IdRecord)) {
+                Ok(r) => return Ok(r),
+                Err(e) if e.is_local_io() => return Err(e),
+                Err(e) => keep(e, &mut first_err),
+            }
         }
         Ok(None) => {}
         Err(e) if e.is_local_io() => return Err(e),
@@ -277,7 +293,14 @@ pub async fn resolve_digest(
     // 2. A manifest digest. On a bucket or directory a bundle id also names the config blob, so
     // bytes that do not parse as a manifest mean "not a manifest digest", not corruption; a
     // registry may answer 500 rather than 404 for a digest that is not a manifest.
-    match step(t, &format!("get manifest {d}"), step_timeout, t.get_manifest(d)).await {
+    match step(
+        t,
+        &format!("get manifest {d}"),
+        step_timeout,
+        t.get_manifest(d),
+    )
+    .await
+    {
         Ok(bytes) if bundle::manifest::parse_manifest(&bytes).is_ok() => {
             return checked(t, *d, bytes, None, Via::Manifest)
         }
@@ -403,13 +426,15 @@ pub async fn locate(
             Err(e) => out.problem = Some(chain(&e)),
         }
         if verify && out.complete {
-            out.verified = Some(match crate::status::verify_blobs(t, &r.manifest, jobs).await {
-                Ok(()) => true,
-                Err(e) => {
-                    out.problem = Some(chain(&e));
-                    false
-                }
-            });
+            out.verified = Some(
+                match crate::status::verify_blobs(t, &r.manifest, jobs).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        out.problem = Some(chain(&e));
+                        false
+                    }
+                },
+            );
         }
         out
     }))
@@ -423,8 +448,9 @@ pub async fn resolve_everywhere(
     targets: &[std::sync::Arc<dyn Target>],
     d: &Digest,
 ) -> Result<Resolved> {
-    let res = futures::future::join_all(targets.iter().map(|t| resolve_digest(t.as_ref(), d, None)))
-        .await;
+    let res =
+        futures::future::join_all(targets.iter().map(|t| resolve_digest(t.as_ref(), d, None)))
+            .await;
     let mut failures = Vec::new();
     let mut found: Vec<(String, Resolved)> = Vec::new();
     for (t, r) in targets.iter().zip(res) {

@@ -256,7 +256,9 @@ impl StoreTarget {
     async fn record_id_cloud(&self, new: &IdRecord) -> Result<()> {
         let key = self.key(&crate::resolve::id_record_key(&new.id));
         for _ in 0..CAS_LOOP_ATTEMPTS {
-            let cur = self.get_small(&key, crate::net::MAX_RECORD, "read id record").await?;
+            let cur = self
+                .get_small(&key, crate::net::MAX_RECORD, "read id record")
+                .await?;
             let mode = match &cur {
                 Some((b, v)) => {
                     // An unreadable record is replaced: it names nothing a reader could use.

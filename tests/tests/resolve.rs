@@ -24,7 +24,6 @@ struct Built {
     id: String,
     zstd: String,
     gzip: String,
-    v2: String,
 }
 
 fn sb(home: &Path) -> Command {
@@ -35,6 +34,11 @@ fn sb(home: &Path) -> Command {
 }
 
 fn init(dest: &Path, origin: &str) -> Command {
+    init_with(dest, "--origin", origin)
+}
+
+/// `sitebundle-init` with the origin given as `flag` (`--origin`, or its alias `--target`).
+fn init_with(dest: &Path, flag: &str, origin: &str) -> Command {
     let mut c = Command::new(workspace_bin("sitebundle-init"));
     service_env(&mut c);
     c.env("SITEBUNDLE_TIMEOUT", "60s")
@@ -42,7 +46,7 @@ fn init(dest: &Path, origin: &str) -> Command {
         .env("RUST_LOG", "info")
         .arg("--dest")
         .arg(dest)
-        .args(["--origin", origin]);
+        .args([flag, origin]);
     c
 }
 
@@ -56,7 +60,12 @@ fn text(o: &Output) -> String {
 
 fn ok(c: &mut Command) -> String {
     let o = c.output().unwrap_or_else(|e| panic!("run {c:?}: {e}"));
-    assert!(o.status.success(), "{c:?} failed ({}):\n{}", o.status, text(&o));
+    assert!(
+        o.status.success(),
+        "{c:?} failed ({}):\n{}",
+        o.status,
+        text(&o)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -77,12 +86,19 @@ fn built() -> &'static Built {
             .args(["--quiet", "build", "--tag", "v1"])
             .arg(small("v1"))));
         let id_gz = last_line(&ok(sb(&home)
-            .args(["--quiet", "build", "--compression", "gzip", "--tag", "v1-gzip"])
+            .args([
+                "--quiet",
+                "build",
+                "--compression",
+                "gzip",
+                "--tag",
+                "v1-gzip",
+            ])
             .arg(small("v1"))));
         assert_eq!(id, id_gz, "both compressions share the bundle id");
-        let v2 = last_line(&ok(sb(&home)
+        ok(sb(&home)
             .args(["--quiet", "build", "--tag", "v2"])
-            .arg(small("v2"))));
+            .arg(small("v2")));
         let manifest = |tag: &str| {
             let v: serde_json::Value =
                 serde_json::from_str(&ok(sb(&home).args(["--json", "inspect", tag])))
@@ -98,7 +114,6 @@ fn built() -> &'static Built {
             id,
             zstd,
             gzip,
-            v2,
         }
     })
 }
@@ -134,11 +149,17 @@ fn writable_urls(tag: &str, work: &Path) -> Vec<(&'static str, String)> {
         ),
         (
             "oci (plain)",
-            format!("oci+http://{}/sbtest/{name}", need("SITEBUNDLE_TEST_REGISTRY")),
+            format!(
+                "oci+http://{}/sbtest/{name}",
+                need("SITEBUNDLE_TEST_REGISTRY")
+            ),
         ),
         (
             "oci (TLS + basic auth)",
-            format!("oci://{}/sbtest/{name}", need("SITEBUNDLE_TEST_REGISTRY_AUTH")),
+            format!(
+                "oci://{}/sbtest/{name}",
+                need("SITEBUNDLE_TEST_REGISTRY_AUTH")
+            ),
         ),
     ]
 }
@@ -179,7 +200,11 @@ fn issue_10_resolve_push_without_channel_then_init_and_pull_by_either_digest_eve
     let mut origins = Vec::new();
     for (kind, url) in writable_urls("nochan", work.path()) {
         let out = ok(sb(&b.home).args(["--quiet", "push", "v1", "--target", &url]));
-        assert_eq!(last_line(&out), b.zstd, "{kind}: push prints the manifest digest");
+        assert_eq!(
+            last_line(&out),
+            b.zstd,
+            "{kind}: push prints the manifest digest"
+        );
         origins.push((kind.to_string(), url));
     }
     // nginx serving a directory target, and fake-gcs-server holding a copy of one (reads only).
@@ -187,14 +212,16 @@ fn issue_10_resolve_push_without_channel_then_init_and_pull_by_either_digest_eve
     ok(sb(&b.home).args(["--quiet", "push", "v1", "--target", &file_url]));
     world_readable(&dir);
     origins.push(("http (nginx over a directory target)".into(), http_url));
-    origins.push(("gs (fake-gcs-server)".into(), gcs_copy_of(&dir, "nochan-gcs")));
+    origins.push((
+        "gs (fake-gcs-server)".into(),
+        gcs_copy_of(&dir, "nochan-gcs"),
+    ));
 
     for (kind, url) in &origins {
         // No channel anywhere: the id resolves through its id record alone.
-        let st: serde_json::Value = serde_json::from_str(&ok(sb(&b.home).args([
-            "--json", "status", "--target", url,
-        ])))
-        .expect("status --json");
+        let st: serde_json::Value =
+            serde_json::from_str(&ok(sb(&b.home).args(["--json", "status", "--target", url])))
+                .expect("status --json");
         assert_eq!(
             st["targets"][0]["channels"],
             serde_json::json!({}),
@@ -204,15 +231,26 @@ fn issue_10_resolve_push_without_channel_then_init_and_pull_by_either_digest_eve
             let what = format!("{kind}, by {how}");
             let t = tempfile::tempdir().expect("tempdir");
             let dest = t.path().join("site");
-            let o = init(&dest, url)
+            // `--target` is sitebundle-init's alias of --origin (one vocabulary): use it on
+            // every other kind.
+            let flag = if origins.iter().position(|(k, _)| k == kind).unwrap_or(0) % 2 == 0 {
+                "--origin"
+            } else {
+                "--target"
+            };
+            let o = init_with(&dest, flag, url)
                 .args(["--digest", digest])
                 .output()
                 .expect("run sitebundle-init");
-            assert!(o.status.success(), "init {what}: {}\n{}", o.status, text(&o));
+            assert!(
+                o.status.success(),
+                "init {what}: {}\n{}",
+                o.status,
+                text(&o)
+            );
             assert_installed_v1(&dest, &format!("init {what}"));
-            let out = ok(sb(&t.path().join("store")).args([
-                "--quiet", "pull", digest, "--target", url,
-            ]));
+            let out =
+                ok(sb(&t.path().join("store")).args(["--quiet", "pull", digest, "--target", url]));
             assert_eq!(last_line(&out), b.zstd, "pull {what}");
         }
     }
@@ -222,9 +260,9 @@ fn issue_10_resolve_push_without_channel_then_init_and_pull_by_either_digest_eve
 /// The manifest `digest` resolves to on `url`, as `sitebundle status --digest` reports it.
 fn resolves_to(url: &str, digest: &str) -> String {
     let b = built();
-    let st: serde_json::Value = serde_json::from_str(&ok(sb(&b.home).args([
-        "--json", "status", "--target", url, "--digest", digest,
-    ])))
+    let st: serde_json::Value = serde_json::from_str(&ok(
+        sb(&b.home).args(["--json", "status", "--target", url, "--digest", digest])
+    ))
     .expect("status --json");
     assert_eq!(st["version"], 1, "{st}");
     let t = &st["digests"][0]["targets"][0];
@@ -236,7 +274,10 @@ fn resolves_to(url: &str, digest: &str) -> String {
 fn issue_10_resolve_both_compressions_zstd_wins_whatever_the_push_order() {
     let b = built();
     let work = tempfile::tempdir().expect("tempdir");
-    for (order, first, second) in [("gz-then-zstd", "v1-gzip", "v1"), ("zstd-then-gz", "v1", "v1-gzip")] {
+    for (order, first, second) in [
+        ("gz-then-zstd", "v1-gzip", "v1"),
+        ("zstd-then-gz", "v1", "v1-gzip"),
+    ] {
         let mut urls = writable_urls(order, work.path());
         let (file_url, http_url, dir) = nginx_dir(order);
         urls.push(("dir served by nginx", file_url));
@@ -244,7 +285,11 @@ fn issue_10_resolve_both_compressions_zstd_wins_whatever_the_push_order() {
             for tag in [first, second] {
                 ok(sb(&b.home).args(["--quiet", "push", tag, "--target", url]));
             }
-            assert_eq!(resolves_to(url, &b.id), b.zstd, "{kind}, {order}: the zstd build wins");
+            assert_eq!(
+                resolves_to(url, &b.id),
+                b.zstd,
+                "{kind}, {order}: the zstd build wins"
+            );
             // The gzip build stays addressable by its own digest.
             assert_eq!(resolves_to(url, &b.gzip), b.gzip, "{kind}, {order}");
         }
@@ -265,14 +310,23 @@ fn issue_10_resolve_both_compressions_zstd_wins_whatever_the_push_order() {
         for (_, url) in &urls {
             rb.args(["--target", url]);
         }
-        assert_eq!(last_line(&ok(&mut rb)), b.zstd, "{order}: rollback --digest ID");
+        assert_eq!(
+            last_line(&ok(&mut rb)),
+            b.zstd,
+            "{order}: rollback --digest ID"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
     // The local store: the same rule, whatever the build order.
-    for (order, first, second) in [("gz-then-zstd", "gzip", "zstd"), ("zstd-then-gz", "zstd", "gzip")] {
+    for (order, first, second) in [
+        ("gz-then-zstd", "gzip", "zstd"),
+        ("zstd-then-gz", "zstd", "gzip"),
+    ] {
         let t = tempfile::tempdir().expect("tempdir");
         for c in [first, second] {
-            ok(sb(t.path()).args(["--quiet", "build", "--compression", c]).arg(small("v1")));
+            ok(sb(t.path())
+                .args(["--quiet", "build", "--compression", c])
+                .arg(small("v1")));
         }
         let v: serde_json::Value =
             serde_json::from_str(&ok(sb(t.path()).args(["--json", "inspect", &b.id])))
@@ -283,7 +337,11 @@ fn issue_10_resolve_both_compressions_zstd_wins_whatever_the_push_order() {
         let v: serde_json::Value =
             serde_json::from_str(&ok(sb(t.path()).args(["--json", "inspect", prefix])))
                 .expect("inspect --json");
-        assert_eq!(v["manifest"], b.zstd.as_str(), "local store prefix, {order}");
+        assert_eq!(
+            v["manifest"],
+            b.zstd.as_str(),
+            "local store prefix, {order}"
+        );
     }
 }
 
@@ -302,7 +360,12 @@ fn requests(nginx: &PrivateNginx, addr: &str) -> Vec<String> {
 /// Requests that are not the download of one of `blobs` (config and layers).
 fn lookups(reqs: &[String], blobs: &[String]) -> Vec<String> {
     reqs.iter()
-        .filter(|r| !blobs.iter().any(|b| r.contains(&format!("/blobs/{b} ")) || r.contains(&format!("/blobs/sha256/{} ", &b["sha256:".len()..]))))
+        .filter(|r| {
+            !blobs.iter().any(|b| {
+                r.contains(&format!("/blobs/{b} "))
+                    || r.contains(&format!("/blobs/sha256/{} ", &b["sha256:".len()..]))
+            })
+        })
         .cloned()
         .collect()
 }
@@ -334,11 +397,20 @@ fn issue_10_resolve_takes_a_bounded_number_of_requests_whatever_the_channels() {
     const CHANNELS: usize = 12;
     for i in 0..CHANNELS {
         ok(sb(&b.home).args([
-            "--quiet", "push", "v2", "--target", &file_url, "--target", &reg_url, "--channel",
+            "--quiet",
+            "push",
+            "v2",
+            "--target",
+            &file_url,
+            "--target",
+            &reg_url,
+            "--channel",
             &format!("ch{i:02}"),
         ]));
     }
-    ok(sb(&b.home).args(["--quiet", "push", "v1", "--target", &file_url, "--target", &reg_url]));
+    ok(sb(&b.home).args([
+        "--quiet", "push", "v1", "--target", &file_url, "--target", &reg_url,
+    ]));
     world_readable(work.path());
     let files = format!("127.0.0.1:{}", repl_support::free_port("127.0.0.1"));
     let registry = format!("127.0.0.1:{}", repl_support::free_port("127.0.0.1"));
@@ -356,10 +428,30 @@ fn issue_10_resolve_takes_a_bounded_number_of_requests_whatever_the_channels() {
     let zstd_hex = &b.zstd["sha256:".len()..];
     let id_hex = &b.id["sha256:".len()..];
     let cases = [
-        ("http, by bundle id", format!("http://{files}/"), &b.id, files.clone()),
-        ("http, by manifest digest", format!("http://{files}/"), &b.zstd, files.clone()),
-        ("registry, by bundle id", format!("oci+http://{registry}/{repo}"), &b.id, registry.clone()),
-        ("registry, by manifest digest", format!("oci+http://{registry}/{repo}"), &b.zstd, registry.clone()),
+        (
+            "http, by bundle id",
+            format!("http://{files}/"),
+            &b.id,
+            files.clone(),
+        ),
+        (
+            "http, by manifest digest",
+            format!("http://{files}/"),
+            &b.zstd,
+            files.clone(),
+        ),
+        (
+            "registry, by bundle id",
+            format!("oci+http://{registry}/{repo}"),
+            &b.id,
+            registry.clone(),
+        ),
+        (
+            "registry, by manifest digest",
+            format!("oci+http://{registry}/{repo}"),
+            &b.zstd,
+            registry.clone(),
+        ),
     ];
     for (what, origin, digest, addr) in &cases {
         let before = requests(&nginx, addr).len();
@@ -386,16 +478,29 @@ fn issue_10_resolve_takes_a_bounded_number_of_requests_whatever_the_channels() {
                 format!("GET /v2/{repo}/manifests/{} status=200", b.zstd),
             ],
         };
-        assert_eq!(look, expected, "{what}: the lookup requests, in order (all: {reqs:#?})");
+        assert_eq!(
+            look, expected,
+            "{what}: the lookup requests, in order (all: {reqs:#?})"
+        );
         assert!(
-            !reqs.iter().any(|r| r.contains("/channels/") || r.contains("/tags/list") || r.contains("/manifests/ch")),
+            !reqs.iter().any(|r| r.contains("/channels/")
+                || r.contains("/tags/list")
+                || r.contains("/manifests/ch")),
             "{what}: no channel was read: {reqs:#?}"
         );
     }
     // A directory target written before id records: one index.json read stands in for the record
     // (at most 4 lookup requests), still no channel read.
     std::fs::remove_dir_all(dir.join("ids")).expect("drop the id records");
-    ok(sb(&b.home).args(["--quiet", "push", "v1", "--target", &file_url, "--channel", "old"]));
+    ok(sb(&b.home).args([
+        "--quiet",
+        "push",
+        "v1",
+        "--target",
+        &file_url,
+        "--channel",
+        "old",
+    ]));
     std::fs::remove_dir_all(dir.join("ids")).expect("drop the id records again");
     world_readable(work.path());
     let before = requests(&nginx, &files).len();

@@ -1,4 +1,4 @@
-//! `sitebundle pull REF --from TARGET [--tag NAME] [--timeout DUR]`.
+//! `sitebundle pull REF [--target TARGET] [--tag NAME] [--timeout DUR]`.
 //!
 //! Bounded like `sitebundle-init` ([`replicator::net`]): every answer within its cap, a minimum
 //! transfer rate, and a deadline for the whole pull. A local failure (disk full, I/O error,

@@ -31,7 +31,12 @@ pub fn run(g: &Global, a: StatusArgs) -> Result<u8> {
     let mut st = if channels_wanted {
         rt.block_on(replicator::status::status(&targets, only, a.verify, jobs))
     } else {
-        rt.block_on(replicator::status::status(&targets, Some(&[]), a.verify, jobs))
+        rt.block_on(replicator::status::status(
+            &targets,
+            Some(&[]),
+            a.verify,
+            jobs,
+        ))
     };
     let mut by_digest = Vec::new();
     for d in &digests {
@@ -39,8 +44,9 @@ pub fn run(g: &Global, a: StatusArgs) -> Result<u8> {
         let manifests: std::collections::BTreeSet<Option<Digest>> =
             located.iter().map(|l| l.manifest).collect();
         if manifests.len() > 1 {
-            st.problems
-                .push(format!("digest {d}: targets resolve it to different manifests"));
+            st.problems.push(format!(
+                "digest {d}: targets resolve it to different manifests"
+            ));
         }
         for l in &located {
             if let Some(p) = &l.problem {

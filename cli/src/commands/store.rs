@@ -32,7 +32,9 @@ pub fn tag(g: &Global, a: TagArgs) -> Result<u8> {
         std::slice::from_ref(&a.tag),
     )?;
     if g.json {
-        print_json(&serde_json::json!({"id": b.id().to_string(), "manifest": m.to_string(), "tag": a.tag}))?;
+        print_json(
+            &serde_json::json!({"id": b.id().to_string(), "manifest": m.to_string(), "tag": a.tag}),
+        )?;
     } else if !g.quiet {
         eprintln!("tagged {} as {}", b.id(), a.tag);
     }

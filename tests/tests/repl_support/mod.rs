@@ -577,7 +577,10 @@ pub fn service_env(c: &mut std::process::Command) -> &mut std::process::Command 
         .env("AWS_ENDPOINT", need("SITEBUNDLE_TEST_S3_ENDPOINT"))
         .env("AWS_ALLOW_HTTP", "true")
         .env("AWS_REGION", need("SITEBUNDLE_TEST_S3_REGION"))
-        .env("AWS_ACCESS_KEY_ID", need("SITEBUNDLE_TEST_S3_ACCESS_KEY_ID"))
+        .env(
+            "AWS_ACCESS_KEY_ID",
+            need("SITEBUNDLE_TEST_S3_ACCESS_KEY_ID"),
+        )
         .env(
             "AWS_SECRET_ACCESS_KEY",
             need("SITEBUNDLE_TEST_S3_SECRET_ACCESS_KEY"),
@@ -586,7 +589,10 @@ pub fn service_env(c: &mut std::process::Command) -> &mut std::process::Command 
             "AZURE_STORAGE_ACCOUNT_NAME",
             need("SITEBUNDLE_TEST_AZURE_ACCOUNT"),
         )
-        .env("AZURE_STORAGE_ACCOUNT_KEY", need("SITEBUNDLE_TEST_AZURE_KEY"))
+        .env(
+            "AZURE_STORAGE_ACCOUNT_KEY",
+            need("SITEBUNDLE_TEST_AZURE_KEY"),
+        )
         .env(
             "AZURE_STORAGE_ENDPOINT",
             need("SITEBUNDLE_TEST_AZURE_ENDPOINT"),
