@@ -468,6 +468,8 @@ impl Store {
 
     /// Resolve a reference to a manifest digest. A reference is a tag, a full digest (manifest
     /// digest or bundle id), or a unique prefix of one (`sha256:` optional, at least 4 hex digits).
+    /// A bundle id held by several manifests (its zstd and gzip builds) names the zstd one, then
+    /// the latest in `index.json`; a prefix of two different bundles is ambiguous.
     pub fn resolve(&self, reference: &str) -> Result<Digest, Error> {
         let bundles = self.list()?;
         if let Some(b) = bundles
@@ -493,18 +495,10 @@ impl Store {
                 matches.push(b.manifest);
             }
         }
-        // One bundle id can name several manifests (the same site built with zstd and with
-        // gzip, or pulled from a re-compressed copy): they hold the same content, so the id
-        // resolves to the one listed last in index.json, the most recently recorded (spec §8).
-        // A tag or the manifest digest picks a given one.
-        let by_manifest = bundles.iter().any(|b| b.manifest.hex().starts_with(&hex));
-        let ids: std::collections::HashSet<Option<Digest>> = bundles
-            .iter()
-            .filter(|b| matches.contains(&b.manifest))
-            .map(|b| b.id)
-            .collect();
-        if matches.len() > 1 && !by_manifest && ids.len() == 1 && !ids.contains(&None) {
-            return Ok(matches[matches.len() - 1]);
+        if matches.len() > 1 {
+            if let Some(m) = self.preferred_of_one_id(&bundles, &matches) {
+                return Ok(m);
+            }
         }
         match matches.len() {
             0 => Err(Error::UnknownRef {
@@ -520,6 +514,42 @@ impl Store {
                     .join(", "),
             }),
         }
+    }
+}
+
+impl Store {
+    /// When every manifest in `matches` carries one bundle id (the zstd and gzip builds of one
+    /// site, say), the one a bundle id names: a manifest whose layers are all zstd over any
+    /// other, then the latest in `index.json` (the most recently built, pulled, imported or
+    /// tagged). The same rule as on targets (`spec/protocol.md`, "Bundle ids"). `None` when the
+    /// matches are different bundles (a prefix shared by two ids stays ambiguous).
+    fn preferred_of_one_id(&self, bundles: &[StoredBundle], matches: &[Digest]) -> Option<Digest> {
+        let ids: Vec<Option<Digest>> = matches
+            .iter()
+            .map(|m| bundles.iter().find(|b| b.manifest == *m).and_then(|b| b.id))
+            .collect();
+        let first = ids.first().copied().flatten()?;
+        if ids.iter().any(|i| *i != Some(first)) {
+            return None;
+        }
+        let is_zstd = |m: &Digest| {
+            self.read_blob(m, crate::manifest::MAX_JSON_BYTES)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<crate::manifest::Manifest>(&b).ok())
+                .is_some_and(|m| {
+                    !m.layers.is_empty()
+                        && m.layers
+                            .iter()
+                            .all(|l| l.media_type == crate::manifest::MEDIA_LAYER_ZSTD)
+                })
+        };
+        // Latest: the manifest whose last entry in index.json comes last.
+        let idx = self.layout_index().ok()?;
+        let last = |m: &Digest| idx.manifests.iter().rposition(|d| d.digest == *m);
+        let mut by_age: Vec<Digest> = matches.to_vec();
+        by_age.sort_by_key(|m| last(m));
+        let zstd: Vec<Digest> = by_age.iter().copied().filter(|m| is_zstd(m)).collect();
+        zstd.last().or(by_age.last()).copied()
     }
 }
 

@@ -1,4 +1,22 @@
 //! Command-line arguments. Doc comments here are the `--help` text.
+//!
+//! ## Vocabulary (the rules every command follows; apply them to new commands)
+//!
+//! 1. **Targets** are given with `--target TARGET` (repeatable; a URL or a name from
+//!    `sitebundle.toml`, default `[defaults] to`), in every command that talks to targets: `push`,
+//!    `promote`, `rollback`, `status`, `history`, `pull`. `sitebundle-init --origin` is the same
+//!    thing (the same URLs, tried in order as read-only origins) and also accepts `--target`.
+//! 2. **A digest to move to or look at** is `--digest DIGEST`: a manifest digest or a bundle id,
+//!    either resolves on every target (`rollback --digest`, `status --digest`,
+//!    `sitebundle-init --digest`).
+//! 3. **What a command acts on** is positional: a local bundle `REF` (tag, digest or prefix), a
+//!    `CHANNEL`, or `FROM TO` channels (`promote`). Channels to move are `--channel`.
+//! 4. Old spellings stay for one release as **hidden aliases that warn** on stderr (`--to` for
+//!    targets; `rollback --to DIGEST`; `pull --from`), via [`deprecated`].
+//! 5. `--json` prints one JSON object per command, with `"version": 1` and the schema of
+//!    `spec/cli-json.md`; data goes to stdout, messages to stderr.
+//! 6. Exit codes mean the same in every command ([`EXIT_CODES`]), and every command's `--help`
+//!    ends with one example and the codes.
 
 use std::path::PathBuf;
 
@@ -17,7 +35,25 @@ Exit codes:
      full, permission denied, I/O error; the message names it), or a site file changed while
      it was being bundled. Nothing was found corrupt: fix the machine and run again";
 
-/// Pack a static site into a content-addressed, verifiable bundle; inspect, verify, extract.
+/// The `--help` tail of a command: one example, then the exit codes (the same in every command;
+/// the long text is [`EXIT_CODES`], shown by `sitebundle --help`).
+macro_rules! example {
+    ($ex:expr) => {
+        concat!(
+            "Example:\n  ",
+            $ex,
+            "\n\nExit codes: 0 ok, 1 error, 2 usage, 3 integrity, 4 differences (diff --exit-code),\n",
+            "5 targets disagree or a channel moved on some targets only, 6 local I/O (sitebundle --help)"
+        )
+    };
+}
+
+/// Pack a static site into a content-addressed, verifiable bundle; inspect, verify, extract;
+/// replicate it to targets and move channels.
+///
+/// Two digests name a bundle: the bundle id (content only: what `build` prints, what a pipeline
+/// compares) and the manifest digest (what registries and Kubernetes image references address).
+/// Every command that reads a target accepts either.
 #[derive(Debug, Parser)]
 #[command(name = "sitebundle", version, after_help = EXIT_CODES, max_term_width = 100)]
 pub struct Cli {
@@ -36,7 +72,8 @@ pub struct Global {
     /// [default: $XDG_DATA_HOME/sitebundle or ~/.local/share/sitebundle]
     #[arg(long, global = true, env = "SITEBUNDLE_HOME", value_name = "DIR")]
     pub store: Option<PathBuf>,
-    /// Machine-readable JSON on stdout instead of text.
+    /// Machine-readable JSON on stdout instead of text: one object with "version": 1 (schemas:
+    /// spec/cli-json.md).
     #[arg(long, global = true)]
     pub json: bool,
     /// No progress bars and no warnings on stderr.
@@ -48,51 +85,74 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build a bundle from a site directory into the local store; the last line of stdout is its
-    /// id (with --json, stdout is one JSON object whose `id` is the bundle id).
+    /// bundle id (with --json, stdout is one JSON object whose `id` is the bundle id).
+    #[command(after_help = example!("sitebundle build _site --tag v42"))]
     Build(BuildArgs),
     /// List the entries of a bundle (from its index; no layer is read).
+    #[command(after_help = example!("sitebundle ls v42"))]
     Ls(RefArg),
     /// Show a bundle's ids, layers and sizes.
+    #[command(after_help = example!("sitebundle inspect v42"))]
     Inspect(RefArg),
     /// Check every blob digest, every layer diff_id and every file hash of a bundle.
+    #[command(after_help = example!("sitebundle verify v42"))]
     Verify(RefArg),
     /// Show what changed between two bundles (from their indexes).
+    #[command(after_help = example!("sitebundle diff v41 v42 --exit-code"))]
     Diff(DiffArgs),
     /// Extract a bundle into a directory (staged, verified, then renamed into place).
+    #[command(after_help = example!("sitebundle extract v42 /srv/site"))]
     Extract(ExtractArgs),
     /// Write a bundle as an oci-archive file (readable by `skopeo copy oci-archive:FILE`).
+    #[command(after_help = example!("sitebundle export v42 -o site.tar"))]
     Export(ExportArgs),
     /// Import the bundles of an oci-archive file into the local store, verifying them.
+    #[command(after_help = example!("sitebundle import site.tar"))]
     Import(ImportArgs),
     /// List the bundles in the local store.
+    #[command(after_help = example!("sitebundle list"))]
     List,
     /// Point a tag of the local store at a bundle.
+    #[command(after_help = example!("sitebundle tag sha256:3f1c... v42"))]
     Tag(TagArgs),
     /// Remove bundles (with all their tags) from the local store; `gc` then frees their blobs.
+    #[command(after_help = example!("sitebundle rm v40 v41 && sitebundle gc"))]
     Rm(RmArgs),
     /// Delete blobs of the local store that no bundle references. Waits until no build, pull,
     /// import or tag is running on the store (they hold its lock), so it never deletes what they
     /// are writing.
+    #[command(after_help = example!("sitebundle gc"))]
     Gc,
-    /// Make a bundle complete on every target, then (only then) move a channel on all of them.
+    /// Make a bundle complete on every target (blobs, manifest, bundle id record), then (only
+    /// then) move a channel on all of them. The last line of stdout is the manifest digest.
+    #[command(after_help = example!(
+        "sitebundle push v42 --target oci://ghcr.io/me/site --target s3://bucket/site --channel staging"
+    ))]
     Push(PushArgs),
     /// Copy a bundle from a target into the local store, verifying every byte.
+    #[command(after_help = example!("sitebundle pull prod --target https://origin.example/site --tag prod"))]
     Pull(PullArgs),
     /// Point channel TO at the bundle channel FROM points to, on every target.
+    #[command(after_help = example!("sitebundle promote staging prod --target registry --target s3"))]
     Promote(PromoteArgs),
     /// Move a channel back, on every target, to a digest or N moves back in its history.
+    #[command(after_help = example!("sitebundle rollback prod --steps 1 --target file:///srv/bundles/site"))]
     Rollback(RollbackArgs),
     /// Show a channel's history: when, from, to, who, message.
+    #[command(after_help = example!("sitebundle history prod --target file:///srv/bundles/site"))]
     History(HistoryArgs),
-    /// For every target and channel: the bundle it points to, whether it is complete, and whether
-    /// all targets agree (exit 5 when not).
+    /// For every target and channel (or digest): the bundle it points to, whether it is complete,
+    /// and whether all targets agree (exit 5 when not).
+    #[command(after_help = example!("sitebundle status --target registry --target s3 --channel prod --verify"))]
     Status(StatusArgs),
     /// Publish a bundle's files into website targets (s3+site://, gs+site://, az+site://,
     /// file+site://): added files first, then changed ones, pages last, then the marker, then
     /// deletes.
+    #[command(after_help = example!("sitebundle publish v42 --target s3+site://www-example-com --dry-run"))]
     Publish(PublishArgs),
     /// Fetch every file of a bundle from live origins and compare it with the index; exit 4 on any
     /// difference.
+    #[command(after_help = example!("sitebundle audit https://www.example.com/ --channel prod --target registry"))]
     Audit(AuditArgs),
 }
 
@@ -124,14 +184,45 @@ pub struct SiteOpts {
 const TARGETS_HELP: &str =
     "Target URL or name from sitebundle.toml (repeatable) [default: [defaults] to]";
 
+/// `--target` (rule 1 of the module docs), with `--to` as its deprecated hidden alias.
+#[derive(Debug, Args)]
+pub struct Targets {
+    #[arg(long = "target", value_name = "TARGET", help = TARGETS_HELP)]
+    pub target: Vec<String>,
+    /// Deprecated spelling of --target.
+    #[arg(long = "to", value_name = "TARGET", hide = true)]
+    pub old_to: Vec<String>,
+}
+
+impl Targets {
+    /// The targets given, warning once about a deprecated spelling.
+    pub fn get(&self, g: &Global) -> Vec<String> {
+        let mut v = self.target.clone();
+        if !self.old_to.is_empty() {
+            deprecated(g, "--to TARGET", "--target TARGET");
+            v.extend(self.old_to.iter().cloned());
+        }
+        v
+    }
+}
+
+/// Warn on stderr (unless `--quiet`) that `old` is a deprecated spelling of `new`.
+pub fn deprecated(g: &Global, old: &str, new: &str) {
+    if !g.quiet {
+        eprintln!(
+            "warning: `{old}` is deprecated and will be removed in a later release: use `{new}`"
+        );
+    }
+}
+
 /// `push` arguments.
 #[derive(Debug, Args)]
 pub struct PushArgs {
     /// The bundle in the local store (tag, digest or unique prefix).
     #[arg(value_name = "REF")]
     pub reference: String,
-    #[arg(long, value_name = "TARGET", help = TARGETS_HELP)]
-    pub to: Vec<String>,
+    #[command(flatten)]
+    pub targets: Targets,
     /// Move this channel on every target once the bundle is complete everywhere.
     #[arg(long, short)]
     pub channel: Option<String>,
@@ -152,9 +243,17 @@ pub struct PullArgs {
     /// A channel, a manifest digest, or a bundle id.
     #[arg(value_name = "REF")]
     pub reference: String,
-    /// The target to read from (URL or name).
+    /// The target to read from (URL or name) [default: the first of [defaults] to].
     #[arg(long, value_name = "TARGET")]
-    pub from: String,
+    pub target: Option<String>,
+    /// Deprecated spelling of --target.
+    #[arg(
+        long = "from",
+        value_name = "TARGET",
+        hide = true,
+        conflicts_with = "target"
+    )]
+    pub old_from: Option<String>,
     /// Tag the bundle in the local store (repeatable).
     #[arg(long, short)]
     pub tag: Vec<String>,
@@ -172,8 +271,8 @@ pub struct PromoteArgs {
     /// The channel to move.
     #[arg(value_name = "TO")]
     pub channel: String,
-    #[arg(long, value_name = "TARGET", help = TARGETS_HELP)]
-    pub to: Vec<String>,
+    #[command(flatten)]
+    pub targets: Targets,
     /// Message recorded in the channel history.
     #[arg(long, short)]
     pub message: Option<String>,
@@ -187,13 +286,22 @@ pub struct PromoteArgs {
 pub struct RollbackArgs {
     /// The channel to move back.
     pub channel: String,
-    /// The manifest digest or bundle id to move it to.
-    #[arg(long, value_name = "DIGEST", conflicts_with = "steps")]
-    pub to: Option<String>,
+    /// The manifest digest or bundle id to move it to (the manifest the channel had with that id,
+    /// else what the digest names on every target).
+    #[arg(long, value_name = "DIGEST", conflicts_with_all = ["steps", "old_to"])]
+    pub digest: Option<String>,
+    /// Deprecated spelling of --digest.
+    #[arg(
+        long = "to",
+        value_name = "DIGEST",
+        hide = true,
+        conflicts_with = "steps"
+    )]
+    pub old_to: Option<String>,
     /// Move it to where it pointed this many moves ago [default: 1].
     #[arg(long, value_name = "N")]
     pub steps: Option<usize>,
-    #[arg(long, value_name = "TARGET", help = TARGETS_HELP)]
+    #[arg(long = "target", value_name = "TARGET", help = TARGETS_HELP)]
     pub target: Vec<String>,
     /// Message recorded in the channel history.
     #[arg(long, short)]
@@ -211,8 +319,11 @@ pub struct PublishArgs {
     pub reference: String,
     /// Website target URL (s3+site://bucket/prefix, gs+site://, az+site://$web, file+site:///dir)
     /// or name from sitebundle.toml (repeatable) [default: the website targets of [defaults] to].
-    #[arg(long, value_name = "TARGET")]
-    pub to: Vec<String>,
+    #[arg(long = "target", value_name = "TARGET")]
+    pub target: Vec<String>,
+    /// Deprecated spelling of --target.
+    #[arg(long = "to", value_name = "TARGET", hide = true)]
+    pub old_to: Vec<String>,
     /// Print the plan (writes, deletes, bytes) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -292,19 +403,23 @@ pub struct AuditArgs {
 pub struct HistoryArgs {
     /// The channel.
     pub channel: String,
-    #[arg(long, value_name = "TARGET", help = TARGETS_HELP)]
-    pub to: Vec<String>,
+    #[command(flatten)]
+    pub targets: Targets,
 }
 
 /// `status` arguments.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    #[arg(long, value_name = "TARGET", help = TARGETS_HELP)]
-    pub to: Vec<String>,
-    /// Only these channels (repeatable) [default: every channel found].
+    #[command(flatten)]
+    pub targets: Targets,
+    /// Only these channels (repeatable) [default: every channel found, unless --digest is given].
     #[arg(long, short)]
     pub channel: Vec<String>,
-    /// Download and hash every blob of every channel.
+    /// Where this manifest digest or bundle id resolves on each target, and whether it is
+    /// complete there (repeatable).
+    #[arg(long, value_name = "DIGEST")]
+    pub digest: Vec<String>,
+    /// Download and hash every blob of every channel (and digest).
     #[arg(long)]
     pub verify: bool,
 }

@@ -1,4 +1,4 @@
-//! Targets on the command line: `--to` takes URLs or names from `sitebundle.toml`, and commands
+//! Targets on the command line: `--target` takes URLs or names from `sitebundle.toml`, and commands
 //! that talk to targets run on a tokio runtime built here.
 //!
 //! ```toml
@@ -85,7 +85,7 @@ impl TargetEntry {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
-    /// Targets used when `--to` is not given.
+    /// Targets used when `--target` is not given (the key keeps its name: `to = [...]`).
     #[serde(default)]
     pub to: Vec<String>,
 }
@@ -163,7 +163,7 @@ fn parse_public(raw: &str, name: &str) -> Result<url::Url> {
     Ok(u)
 }
 
-/// Resolve `--to` values (or the configured defaults) against `cfg`.
+/// Resolve `--target` values (or the configured defaults) against `cfg`.
 pub fn resolve_with(cfg: &Config, given: &[String]) -> Result<Vec<Resolved>> {
     let names: Vec<String> = if given.is_empty() {
         cfg.defaults.to.clone()
@@ -172,7 +172,7 @@ pub fn resolve_with(cfg: &Config, given: &[String]) -> Result<Vec<Resolved>> {
     };
     if names.is_empty() {
         bail!(
-            "no target given: pass --to URL|NAME, or list default targets under [defaults] to = [...] in {}",
+            "no target given: pass --target URL|NAME, or list default targets under [defaults] to = [...] in {}",
             config_path().display()
         );
     }
@@ -222,7 +222,7 @@ pub fn resolve_urls(given: &[String]) -> Result<Vec<TargetUrl>> {
         .collect()
 }
 
-/// Open the targets named by `--to` (or the defaults).
+/// Open the targets named by `--target` (or the defaults).
 pub fn open_targets(given: &[String]) -> Result<Vec<Arc<dyn Target>>> {
     resolve_urls(given)?
         .iter()

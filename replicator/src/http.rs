@@ -1,7 +1,9 @@
 //! The HTTP origin target (read-only): any static file server (nginx, a CDN) serving the files
 //! of a directory target. Only plain `GET`/`HEAD`/`Range` are used, so no WebDAV or listing is
 //! needed: channels are listed from `index.json`, and history is read by fetching
-//! `history/<channel>/<seq>.json` from 1 until the first 404.
+//! `history/<channel>/<seq>.json` from 1 until the first 404. A bundle id is found with one GET
+//! of its id record `ids/sha256/<hex>.json` ([`crate::resolve`]), or, on a layout written before
+//! id records, of `index.json`.
 //!
 //! Every write answers [`Error::ReadOnly`]: publish to the directory (or bucket) the origin serves.
 
@@ -250,6 +252,40 @@ impl Target for HttpTarget {
             }
         }
         Ok(out)
+    }
+
+    async fn lookup_id(&self, id: &Digest) -> Result<Option<crate::resolve::Found>> {
+        let rel = crate::resolve::id_record_key(id);
+        let Some(b) = self
+            .get_bytes(&rel, "read id record", net::MAX_RECORD)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let r: crate::resolve::IdRecord =
+            serde_json::from_slice(&b).map_err(|e| self.corrupt(&rel, e))?;
+        if r.id != *id {
+            return Err(self.corrupt(&rel, format!("records bundle id {}", r.id)));
+        }
+        Ok(Some(crate::resolve::Found {
+            manifest: r.manifest,
+            bytes: None,
+        }))
+    }
+
+    async fn lookup_id_legacy(&self, id: &Digest) -> Result<Option<Digest>> {
+        match self
+            .get_bytes("index.json", "read", net::MAX_INDEX_JSON)
+            .await?
+        {
+            Some(b) => crate::resolve::id_in_layout_index(&b, id)
+                .map_err(|e| self.corrupt("index.json", e)),
+            None => Ok(None),
+        }
+    }
+
+    async fn record_id(&self, _: &Digest, _: &Bytes) -> Result<()> {
+        Err(self.read_only("record a bundle id"))
     }
 
     async fn put_blob(&self, _: &Digest, _: u64, _: &Path) -> Result<()> {

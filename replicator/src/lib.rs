@@ -13,6 +13,7 @@
 //! | channels and history | [`channel`] | [`ChannelRecord`], [`HistoryEvent`] |
 //! | push, promote, rollback | [`push`] | [`push::push`], [`push::promote`], [`push::rollback`], [`push::history`] |
 //! | status | [`status`] | [`status::status`] |
+//! | either digest (manifest digest or bundle id) on any target | [`resolve`] | [`resolve::resolve_digest`], [`resolve::IdRecord`], [`resolve::replaces`] |
 //! | pull | [`pull`] | [`pull::pull`] |
 //! | website targets: publish files into buckets, audit live origins | [`site`] | [`site::SiteUrl`], [`site::publish::publish`], [`site::audit::audit`] |
 //! | registry credentials | [`auth`] | [`auth::resolve`] |
@@ -37,6 +38,7 @@ pub mod open;
 pub mod pull;
 pub mod push;
 pub mod registry;
+pub mod resolve;
 pub mod site;
 pub mod status;
 pub mod store_target;

@@ -19,6 +19,10 @@
 //!   of JSON lines (one event per line). Appending rewrites the artifact with one more line and
 //!   moves the tag the same read-compare-write-reread way as channels; old artifacts stay
 //!   reachable by digest until the registry garbage-collects them. `list_channels` hides these tags.
+//! - **Bundle ids**: the tag `sitebundle-id-<hex>` names the manifest that carries bundle id
+//!   `sha256:<hex>` ([`crate::resolve`]), written right after the manifest and before any channel,
+//!   read-compare-write-reread like a channel; the rule of [`crate::resolve::replaces`] decides
+//!   whether a push moves it. A registry keeps a tagged manifest from garbage collection too.
 //! - Cross-repository mounts: when one push goes to several repositories of the same registry,
 //!   blobs are uploaded to the first and mounted into the others ([`Target::mount_blob`]).
 //! - Plain HTTP with `oci+http://`; extra CAs from `SITEBUNDLE_REGISTRY_CA`; credentials from
@@ -129,6 +133,8 @@ pub const MEDIA_HISTORY_LAYER: &str = "application/vnd.sitebundle.history.v1+jso
 const MEDIA_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 /// Largest history layer read: it is held in memory ([`crate::net::MAX_HISTORY_BYTES`]).
 const MAX_HISTORY_BYTES: u64 = crate::net::MAX_HISTORY_BYTES;
+/// Attempts at recording a bundle id while others record it concurrently.
+const ID_TAG_ATTEMPTS: usize = 4;
 /// Attempts at appending while others append concurrently.
 const HISTORY_ATTEMPTS: usize = 8;
 
@@ -353,6 +359,67 @@ impl Target for OciTarget {
             });
         }
         Ok(())
+    }
+
+    async fn lookup_id(&self, id: &Digest) -> Result<Option<crate::resolve::Found>> {
+        Ok(self
+            .read_tag(&crate::resolve::id_tag(id))
+            .await?
+            .map(|(bytes, manifest)| crate::resolve::Found {
+                manifest,
+                bytes: Some(bytes),
+            }))
+    }
+
+    async fn record_id(&self, manifest: &Digest, bytes: &Bytes) -> Result<()> {
+        use crate::resolve::IdRecord;
+        let new = IdRecord::of_manifest(*manifest, bytes)?;
+        let tag = crate::resolve::id_tag(&new.id);
+        let current = |b: &[u8], d: Digest| -> Result<IdRecord> {
+            let r = IdRecord::of_manifest(d, b).map_err(|e| Error::Corrupt {
+                target: self.name.clone(),
+                what: format!("tag {tag}"),
+                reason: format!(
+                    "does not name a sitebundle manifest: {}",
+                    crate::error::chain(&e)
+                ),
+            })?;
+            if r.id != new.id {
+                return Err(Error::Corrupt {
+                    target: self.name.clone(),
+                    what: format!("tag {tag}"),
+                    reason: format!("names a manifest of bundle id {}", r.id),
+                });
+            }
+            Ok(r)
+        };
+        // No conditional tag update exists: read, decide, write, read back. A concurrent push of
+        // the other encoding can slip in between (protocol.md); a re-push settles it.
+        for _ in 0..ID_TAG_ATTEMPTS {
+            if let Some((b, d)) = self.read_tag(&tag).await? {
+                if let Ok(r) = current(&b, d) {
+                    if !r.yields_to(&new) {
+                        return Ok(());
+                    }
+                }
+            }
+            self.client
+                .put_manifest(&tag, bytes.clone(), MEDIA_MANIFEST)
+                .await?;
+            // Ours, or someone else's manifest of this id that the rule keeps: done. Otherwise
+            // (a concurrent writer the rule does not prefer) decide again.
+            if let Some((b, d)) = self.read_tag(&tag).await? {
+                if d == new.manifest || !current(&b, d)?.yields_to(&new) {
+                    return Ok(());
+                }
+            }
+        }
+        Err(Error::ChannelConflict {
+            target: self.name.clone(),
+            channel: tag,
+            expected: new.manifest.to_string(),
+            found: "concurrent writers".into(),
+        })
     }
 
     fn registry_repository(&self) -> Option<(&str, &str)> {

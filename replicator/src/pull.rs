@@ -59,34 +59,20 @@ pub struct PullReport {
     pub files: usize,
 }
 
-/// Resolve `reference` on a target: a manifest digest, a bundle id (looked up among the target's
-/// channels), or a channel name.
+/// Resolve `reference` on a target: a manifest digest or a bundle id (in a bounded number of
+/// requests, [`crate::resolve::resolve_digest`]), or a channel name.
 pub async fn resolve(t: &dyn Target, reference: &str) -> Result<Digest> {
+    Ok(resolve_ref(t, reference).await?.0)
+}
+
+/// [`resolve`], with the manifest bytes when the lookup already read them (checked).
+async fn resolve_ref(t: &dyn Target, reference: &str) -> Result<(Digest, Option<bytes::Bytes>)> {
     if let Ok(d) = reference.parse::<Digest>() {
-        // A digest is a manifest digest or a bundle id (config digest). On a bucket or directory
-        // target a bundle id also names the config blob, so `get_manifest` can succeed with bytes
-        // that are not a manifest; a registry may answer 500 rather than 404 for a config digest
-        // asked for as a manifest. Either way, fall back to the channels' bundle ids.
-        let direct = match t.get_manifest(&d).await {
-            Ok(bytes) if bundle::manifest::parse_manifest(&bytes).is_ok() => return Ok(d),
-            Ok(_) => None,
-            Err(Error::NotFound { .. }) => None,
-            Err(e) => Some(e),
-        };
-        for c in t.list_channels().await? {
-            if let Some(r) = t.read_channel(&c).await? {
-                if r.id == d {
-                    return Ok(r.manifest);
-                }
-            }
-        }
-        return Err(direct.unwrap_or_else(|| Error::NotFound {
-            target: t.name().to_string(),
-            what: format!("bundle {d} (as manifest digest or bundle id of a channel)"),
-        }));
+        let r = crate::resolve::resolve_digest(t, &d, None).await?;
+        return Ok((r.manifest, Some(r.bytes)));
     }
     match t.read_channel(reference).await? {
-        Some(r) => Ok(r.manifest),
+        Some(r) => Ok((r.manifest, None)),
         None => Err(Error::NotFound {
             target: t.name().to_string(),
             what: format!("channel {reference}"),
@@ -102,7 +88,7 @@ pub async fn pull(
     tags: &[String],
     jobs: usize,
 ) -> Result<PullReport> {
-    pull_manifest(t, manifest, store, tags, jobs.max(1)).await
+    pull_manifest(t, manifest, None, store, tags, jobs.max(1)).await
 }
 
 /// Resolve `reference` on `t` ([`resolve`]) and pull it, all within `opts.deadline`.
@@ -114,8 +100,8 @@ pub async fn pull_ref(
     opts: &PullOptions,
 ) -> Result<PullReport> {
     let work = async {
-        let m = resolve(t, reference).await?;
-        pull_manifest(t, &m, store, tags, opts.jobs.max(1)).await
+        let (m, bytes) = resolve_ref(t, reference).await?;
+        pull_manifest(t, &m, bytes, store, tags, opts.jobs.max(1)).await
     };
     match opts.deadline {
         None => work.await,
@@ -133,11 +119,16 @@ pub async fn pull_ref(
 async fn pull_manifest(
     t: &dyn Target,
     manifest: &Digest,
+    known: Option<bytes::Bytes>,
     store: &Store,
     tags: &[String],
     jobs: usize,
 ) -> Result<PullReport> {
-    let bytes = t.get_manifest(manifest).await?;
+    // Bytes from the resolution were checked against `manifest` already: no second request.
+    let bytes = match known {
+        Some(b) => b,
+        None => t.get_manifest(manifest).await?,
+    };
     let b = bytes.clone();
     let m = crate::blocking::run(move || bundle::manifest::parse_manifest(&b)).await??;
     // A config is read whole into memory later: refuse an oversized one before downloading it.

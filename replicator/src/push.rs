@@ -369,6 +369,11 @@ async fn complete_on(
         t.put_manifest(&b.manifest, b.manifest_bytes.clone())
     })
     .await?;
+    // Which manifest carries the bundle id, before any channel (crate::resolve).
+    opts.retry(t, "record bundle id", || {
+        crate::resolve::record(t, &b.manifest, &b.manifest_bytes)
+    })
+    .await?;
     Ok((up, skip, bytes))
 }
 
@@ -718,6 +723,9 @@ async fn finish_move(
     action: Action,
     opts: &Options,
 ) -> Result<Report> {
+    // A manifest pushed before id records existed gets its record now, before the channel moves
+    // (and before any website target is staged).
+    crate::resolve::record_all(targets, &new.manifest, opts.attempts).await?;
     let staged = websites
         .stage(new.manifest, Some(channel), targets)
         .await
@@ -749,7 +757,8 @@ async fn finish_move(
 /// Where a rollback goes.
 #[derive(Debug, Clone)]
 pub enum RollbackTo {
-    /// A manifest digest or bundle id (looked up in history).
+    /// A manifest digest or bundle id: the manifest the channel had with it (history), else what
+    /// it resolves to on every target ([`crate::resolve::resolve_everywhere`]).
     Digest(Digest),
     /// The digest the channel pointed to this many moves ago.
     Steps(usize),
@@ -799,7 +808,7 @@ pub async fn rollback_with(
     let manifest = match to {
         RollbackTo::Steps(_) if events.is_empty() => {
             return Err(Error::Usage(format!(
-                "no history of channel {channel} on these targets: use --to DIGEST"
+                "no history of channel {channel} on these targets: use --digest DIGEST"
             )))
         }
         RollbackTo::Steps(n) => {
@@ -816,12 +825,16 @@ pub async fn rollback_with(
                 ))
             })?
         }
-        RollbackTo::Digest(d) => events
-            .iter()
-            .rev()
-            .find(|e| e.to_id == d)
-            .map(|e| e.to)
-            .unwrap_or(d),
+        // The manifest the channel was on with that id; else whatever `d` names on every target
+        // (crate::resolve: the same manifest everywhere, or a disagreement to settle by digest).
+        RollbackTo::Digest(d) => match events.iter().rev().find(|e| e.to_id == d || e.to == d) {
+            Some(e) => e.to,
+            None => {
+                crate::resolve::resolve_everywhere(targets, &d)
+                    .await?
+                    .manifest
+            }
+        },
     };
     require_complete(targets, &manifest, opts).await?;
     // The record needs the bundle id and manifest size: read them from the first target.

@@ -7,6 +7,8 @@
 //!                                     org.opencontainers.image.ref.name = channel name
 //! blobs/sha256/<hex>                  manifests, configs, layers
 //! channels/<name>.json                the channel record (authoritative)
+//! ids/sha256/<hex>.json               which manifest carries bundle id sha256:<hex>
+//!                                     ([`crate::resolve`]), written with the bundle
 //! history/<name>/<seq:010>.json       one immutable object per channel move (append-only)
 //! ```
 //! It is an OCI image layout, so `skopeo copy oci:DIR:<channel> ...` reads a directory target.
@@ -20,6 +22,8 @@
 //! `index.json` is derived from the channel records and rewritten after every move (CAS-looped on
 //! cloud stores, under the lock on a directory). History events are created with
 //! `PutMode::Create` under the next free sequence number, so two writers never overwrite each other.
+//! An id record is replaced the same way as a channel record (conditional write on cloud stores,
+//! `ids/.lock` on a directory), following [`crate::resolve::replaces`].
 //!
 //! Blob writes are atomic on every store (a single PUT, or a multipart upload that only appears
 //! when completed), so a present blob is a complete blob.
@@ -40,6 +44,7 @@ use object_store::{
 
 use crate::channel::{validate_channel, ChannelRecord, HistoryEvent};
 use crate::error::{Error, Result};
+use crate::resolve::{Found, IdRecord};
 use crate::target::{check_digest, BlobStream, Capabilities, ChannelMode, Target};
 
 /// Blobs above this size go up as multipart uploads (S3 caps a single PUT at 5 GiB, and
@@ -245,6 +250,89 @@ impl StoreTarget {
         }
         Err(self.corrupt(&key, "kept changing while being rewritten"))
     }
+
+    /// Write the id record `new` on a cloud store: conditional create or replace, re-read and
+    /// re-decided on a conflict.
+    async fn record_id_cloud(&self, new: &IdRecord) -> Result<()> {
+        let key = self.key(&crate::resolve::id_record_key(&new.id));
+        for _ in 0..CAS_LOOP_ATTEMPTS {
+            let cur = self
+                .get_small(&key, crate::net::MAX_RECORD, "read id record")
+                .await?;
+            let mode = match &cur {
+                Some((b, v)) => {
+                    // An unreadable record is replaced: it names nothing a reader could use.
+                    match serde_json::from_slice::<IdRecord>(b) {
+                        Ok(r) if r.id == new.id && !r.yields_to(new) => return Ok(()),
+                        _ => PutMode::Update(v.clone()),
+                    }
+                }
+                None => PutMode::Create,
+            };
+            let body = serde_json::to_vec_pretty(new).map_err(|e| self.corrupt(&key, e))?;
+            match self
+                .store
+                .put_opts(&key, body.into(), PutOptions::from(mode))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(object_store::Error::Precondition { .. })
+                | Err(object_store::Error::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(self.err("write", &key, e)),
+            }
+        }
+        Err(self.corrupt(&key, "kept changing while being rewritten"))
+    }
+
+    /// Get a small object (at most `max` bytes) and its version; `None` when it does not exist.
+    async fn get_small(
+        &self,
+        key: &Path,
+        max: u64,
+        op: &'static str,
+    ) -> Result<Option<(Bytes, UpdateVersion)>> {
+        match self.store.get(key).await {
+            Ok(r) => {
+                let v = UpdateVersion {
+                    e_tag: r.meta.e_tag.clone(),
+                    version: r.meta.version.clone(),
+                };
+                Ok(Some((self.read_capped(r, max, op, key).await?, v)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(op, key, e)),
+        }
+    }
+}
+
+/// The directory target's id record write, on the blocking pool: lock `ids/.lock`, compare by
+/// the rule, write by rename.
+fn dir_record_id(root: &FsPath, new: &IdRecord) -> Result<()> {
+    let dir = root.join(crate::resolve::ID_RECORD_DIR);
+    std::fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
+    let lock_path = root.join("ids/.lock");
+    let lock = std::fs::File::create(&lock_path).map_err(Error::io("create", &lock_path))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| Error::Io {
+        op: "lock",
+        path: lock_path.clone(),
+        source: e.into(),
+    })?;
+    let path = root.join(crate::resolve::id_record_key(&new.id));
+    match std::fs::read(&path) {
+        Ok(b) => {
+            if let Ok(r) = serde_json::from_slice::<IdRecord>(&b) {
+                if r.id == new.id && !r.yields_to(new) {
+                    return Ok(());
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("read", &path)(e)),
+    }
+    let body = serde_json::to_vec_pretty(new).map_err(|e| Error::Task(e.to_string()))?;
+    write_atomic(&path, &body)?;
+    drop(lock);
+    Ok(())
 }
 
 /// Point the index entry named `channel` at `rec` (one entry per channel).
@@ -530,6 +618,43 @@ impl Target for StoreTarget {
             .await
             .map_err(|e| self.err("put manifest", digest, e))?;
         Ok(())
+    }
+
+    async fn lookup_id(&self, id: &Digest) -> Result<Option<Found>> {
+        let key = self.key(&crate::resolve::id_record_key(id));
+        let Some((b, _)) = self
+            .get_small(&key, crate::net::MAX_RECORD, "read id record")
+            .await?
+        else {
+            return Ok(None);
+        };
+        let r: IdRecord = serde_json::from_slice(&b).map_err(|e| self.corrupt(&key, e))?;
+        if r.id != *id {
+            return Err(self.corrupt(&key, format!("records bundle id {}", r.id)));
+        }
+        Ok(Some(Found {
+            manifest: r.manifest,
+            bytes: None,
+        }))
+    }
+
+    async fn lookup_id_legacy(&self, id: &Digest) -> Result<Option<Digest>> {
+        let key = self.key("index.json");
+        match self.get_versioned(&key, "read").await? {
+            Some((b, _)) => {
+                crate::resolve::id_in_layout_index(&b, id).map_err(|e| self.corrupt(&key, e))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn record_id(&self, manifest: &Digest, bytes: &Bytes) -> Result<()> {
+        let rec = IdRecord::of_manifest(*manifest, bytes)?;
+        if let StoreKind::Dir(root) = &self.kind {
+            let root = root.clone();
+            return crate::blocking::run(move || dir_record_id(&root, &rec)).await?;
+        }
+        self.record_id_cloud(&rec).await
     }
 
     async fn swap_channel(

@@ -8,8 +8,12 @@
 //! [`Target::read_channel`], [`Target::list_channels`], [`Target::history`].
 //!
 //! **Write side** (not HTTP origins, which answer [`Error::ReadOnly`]): [`Target::put_blob`],
-//! [`Target::put_manifest`], [`Target::swap_channel`], [`Target::append_history`].
-//! The order is always blobs, then manifest, then channel ([`crate::push`]), so a reader that
+//! [`Target::put_manifest`], [`Target::record_id`], [`Target::swap_channel`],
+//! [`Target::append_history`].
+//!
+//! **Bundle ids** ([`crate::resolve`]): [`Target::lookup_id`] and [`Target::lookup_id_legacy`]
+//! read which manifest carries a bundle id; [`Target::record_id`] writes it.
+//! The order is always blobs, then manifest (and its id record), then channel ([`crate::push`]), so a reader that
 //! follows a channel always finds a complete bundle.
 //!
 //! Addressing is by digest only: channels are resolved to a [`ChannelRecord`] once per operation
@@ -113,6 +117,29 @@ pub trait Target: Send + Sync + std::fmt::Debug {
     /// repositories of the same registry. `None` elsewhere.
     fn registry_repository(&self) -> Option<(&str, &str)> {
         None
+    }
+
+    /// What this target's id record says about bundle id `id`: which manifest carries it
+    /// ([`crate::resolve`]). `Ok(None)`: no record. The caller checks what it names.
+    async fn lookup_id(&self, _id: &Digest) -> Result<Option<crate::resolve::Found>> {
+        Ok(None)
+    }
+
+    /// Targets written before id records existed: the manifest of a channel whose bundle id is
+    /// `id`, from one listing (`index.json`), never by reading every channel. `Ok(None)` where
+    /// there is no such listing (registries).
+    async fn lookup_id_legacy(&self, _id: &Digest) -> Result<Option<Digest>> {
+        Ok(None)
+    }
+
+    /// Record that `manifest` (whose bytes are `bytes`, already stored here) carries its bundle
+    /// id, following the preference rule of [`crate::resolve::replaces`]. Written by a push
+    /// after the manifest and before any channel.
+    async fn record_id(&self, _manifest: &Digest, _bytes: &Bytes) -> Result<()> {
+        Err(Error::Unsupported {
+            target: self.name().to_string(),
+            op: "recording bundle ids",
+        })
     }
 
     /// Try to make `digest` present here without uploading it, by a cross-repository mount from

@@ -41,14 +41,15 @@ pub const SITEBUNDLE_LOCK_TIMEOUT: &str = "SITEBUNDLE_LOCK_TIMEOUT";
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sitebundle-init", version, max_term_width = 100)]
 pub struct Args {
-    /// Origin to fetch from, tried in the order given: oci://host/repo (oci+http:// for plain
-    /// HTTP), s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///dir,
-    /// https://host/path. Never put credentials in a URL: they come from the environment.
-    #[arg(long = "origin", value_name = "URL", env = SITEBUNDLE_ORIGINS, value_delimiter = ',')]
+    /// Origin to fetch from, tried in the order given: a `sitebundle --target` URL read-only,
+    /// oci://host/repo (oci+http:// for plain HTTP), s3://bucket/prefix, gs://bucket/prefix,
+    /// az://container/prefix, file:///dir, https://host/path. Never put credentials in a URL:
+    /// they come from the environment.
+    #[arg(long = "origin", visible_alias = "target", value_name = "URL", env = SITEBUNDLE_ORIGINS, value_delimiter = ',')]
     pub origins: Vec<String>,
 
-    /// Bundle id or manifest digest (sha256:...) to install. A pinned digest is never replaced by
-    /// what a channel says.
+    /// Bundle id or manifest digest (sha256:...) to install: either resolves on every origin kind.
+    /// A pinned digest is never replaced by what a channel says.
     #[arg(long, env = SITEBUNDLE_DIGEST, conflicts_with = "channel")]
     pub digest: Option<String>,
 

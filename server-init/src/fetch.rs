@@ -209,54 +209,20 @@ pub async fn fetch(
     })
 }
 
-/// Which manifest `want` (a manifest digest or a bundle id) names on this origin: `want` itself
-/// if the origin holds a manifest under it; else the manifest of a channel whose bundle id is
-/// `want`. (On a directory or bucket target, a bundle id also names the config blob, so
-/// "something exists under this digest" is not enough: it must parse as a manifest.)
+/// Which manifest `want` (a manifest digest or a bundle id) names on this origin, with its
+/// checked bytes: the replicator's bounded lookup ([`replicator::resolve::resolve_digest`]: the
+/// id record, then the digest as a manifest, then an old layout's `index.json`; at most 2 requests
+/// on a registry, 4 elsewhere, never one per channel), each request within `t.io`.
 async fn resolve_on(
     o: &Origin,
     want: &Digest,
     t: Timeouts,
-) -> std::result::Result<Digest, OriginFailure> {
-    let t_ = o.target.as_ref();
-    let io = |what: String| move |_| timed_out(&what, t.io);
-    // A registry may answer a GET of a non-manifest digest with an error other than 404
-    // (docker-registry 2.8 answers 500 for a config digest), so any answer that is not a
-    // manifest sends us to the channels; a timeout ends this origin's turn.
-    let first = match tokio::time::timeout(t.io, t_.get_manifest(want))
-        .await
-        .map_err(io(format!("get manifest {want}")))?
-    {
-        Ok(b) if bundle::manifest::parse_manifest(&b).is_ok() => return Ok(*want),
-        Ok(_) | Err(replicator::Error::NotFound { .. }) => None,
-        Err(e) => Some(e),
-    };
-    let channels = match tokio::time::timeout(t.io, t_.list_channels())
-        .await
-        .map_err(io("list channels".into()))?
-    {
-        Ok(c) => c,
-        Err(e) => return Err(first.unwrap_or(e).into()),
-    };
-    for c in channels {
-        let rec = tokio::time::timeout(t.io, t_.read_channel(&c))
-            .await
-            .map_err(io(format!("read channel {c}")))??;
-        if let Some(rec) = rec.filter(|r| r.id == *want) {
-            tracing::info!(origin = %o.name, bundle_id = %want, channel = %c, manifest = %rec.manifest, "bundle id found through a channel");
-            return Ok(rec.manifest);
-        }
+) -> std::result::Result<replicator::resolve::Resolved, OriginFailure> {
+    let r = replicator::resolve::resolve_digest(o.target.as_ref(), want, Some(t.io)).await?;
+    if r.via != replicator::resolve::Via::Manifest {
+        tracing::info!(origin = %o.name, bundle_id = %want, manifest = %r.manifest, via = ?r.via, "bundle id resolved");
     }
-    match first {
-        Some(e) => Err(e.into()),
-        None => Err(OriginFailure {
-            reason: format!(
-                "{want} not found (neither a manifest nor the bundle id of a channel here)"
-            ),
-            integrity: false,
-            local: None,
-        }),
-    }
+    Ok(r)
 }
 
 async fn fetch_from(
@@ -265,31 +231,23 @@ async fn fetch_from(
     store: &Store,
     t: Timeouts,
 ) -> std::result::Result<(Digest, usize, u64), OriginFailure> {
-    let manifest = &resolve_on(o, want, t).await?;
-    let bytes = if store.has_blob(manifest) {
-        store
-            .read_blob(manifest, bundle::manifest::MAX_JSON_BYTES)
-            .map_err(|e| local_failure("the staged manifest", e))?
-    } else {
-        let b = tokio::time::timeout(t.io, o.target.get_manifest(manifest))
-            .await
-            .map_err(|_| timed_out("get manifest", t.io))??;
-        // The target checks the digest; check again, it costs nothing and trusts no one.
-        let found = Digest::of(&b);
-        if found != *manifest {
-            return Err(bundle::Error::DigestMismatch {
-                what: "manifest".into(),
-                expected: *manifest,
-                found,
-            }
-            .into());
+    let resolved = resolve_on(o, want, t).await?;
+    let manifest = &resolved.manifest;
+    // Checked against the manifest digest by the target; check again, it costs nothing and
+    // trusts no one.
+    let bytes = resolved.bytes.to_vec();
+    let found = Digest::of(&bytes);
+    if found != *manifest {
+        return Err(bundle::Error::DigestMismatch {
+            what: "manifest".into(),
+            expected: *manifest,
+            found,
         }
-        b.to_vec()
-    };
+        .into());
+    }
     let m = bundle::manifest::parse_manifest(&bytes)?;
     if manifest != want && m.config.digest != *want {
-        // `want` was taken as a bundle id and resolved through a channel: the manifest must be
-        // that bundle's.
+        // `want` was taken as a bundle id: the manifest must be that bundle's.
         return Err(bundle::Error::DigestMismatch {
             what: format!("bundle id of manifest {manifest}"),
             expected: *want,

@@ -208,7 +208,8 @@ fn medium_deploys_share_layers_with_v1() {
     // The image layers in particular: v2 changed no image, so the layers of v1 that hold only
     // .png files must nearly all be reused (one may move with a neighbour's cut point).
     let ls = run_ok(sb(home.path()).args(["ls", "--json", "v1"]));
-    let entries: Vec<serde_json::Value> = serde_json::from_slice(&ls.stdout).expect("ls --json");
+    let ls: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("ls --json");
+    let entries = ls["entries"].as_array().expect("ls --json: entries");
     let mut kinds: BTreeMap<u64, BTreeSet<bool>> = BTreeMap::new();
     for e in entries.iter().filter(|e| e["type"] == "f") {
         let png = e["path"].as_str().is_some_and(|p| p.ends_with(".png"));

@@ -61,6 +61,29 @@ async fn conformance(t: &dyn Target, fx: &Fixture) {
     );
     common_reads(t, fx, &b).await;
 
+    // The id record (issue 10): written after the manifest, it makes the bundle id resolve with
+    // no channel; a second write of the same manifest is a no-op.
+    assert!(t.lookup_id(&b.id).await.expect("lookup_id").is_none());
+    t.record_id(&b.manifest, &b.manifest_bytes)
+        .await
+        .expect("record_id");
+    t.record_id(&b.manifest, &b.manifest_bytes)
+        .await
+        .expect("record_id again");
+    let found = t
+        .lookup_id(&b.id)
+        .await
+        .expect("lookup_id")
+        .expect("a record");
+    assert_eq!(found.manifest, b.manifest, "{}", t.name());
+    for d in [b.id, b.manifest] {
+        let r = replicator::resolve::resolve_digest(t, &d, None)
+            .await
+            .expect("resolve either digest");
+        assert_eq!((r.manifest, r.id), (b.manifest, b.id), "{}: {d}", t.name());
+        assert_eq!(r.bytes, b.manifest_bytes);
+    }
+
     // Channels: create, conflict on create, conflict on a stale expectation, move.
     let r1 = b.record();
     t.swap_channel("conf", None, &r1)

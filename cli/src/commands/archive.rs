@@ -57,7 +57,7 @@ pub fn import(g: &Global, a: ImportArgs) -> Result<u8> {
             .iter()
             .map(|(b, t)| serde_json::json!({"id": b.id().to_string(), "manifest": b.meta.manifest_digest.to_string(), "tags": t}))
             .collect();
-        print_json(&v)?;
+        print_json(&serde_json::json!({ "bundles": v }))?;
     } else {
         for (b, t) in &got {
             eprintln!(

@@ -1,4 +1,4 @@
-//! `sitebundle history CHANNEL [--to T...]`.
+//! `sitebundle history CHANNEL [--target T...]`.
 
 use anyhow::Result;
 
@@ -7,10 +7,10 @@ use crate::args::{Global, HistoryArgs};
 use crate::targets::{open_targets, runtime};
 
 pub fn run(g: &Global, a: HistoryArgs) -> Result<u8> {
-    let targets = open_targets(&a.to)?;
+    let targets = open_targets(&a.targets.get(g))?;
     let (from, events) = runtime()?.block_on(replicator::push::history(&targets, &a.channel))?;
     if g.json {
-        print_json(&events)?;
+        print_json(&serde_json::json!({"channel": a.channel, "target": from, "events": events}))?;
     } else {
         println!("# history of {} from {from}", a.channel);
         for e in &events {

@@ -13,7 +13,14 @@ pub fn run(g: &Global, reference: &str) -> Result<u8> {
     use std::io::Write;
     // Streamed from the index, one entry at a time (an index can list millions).
     if g.json {
-        writeln!(out, "[")?;
+        // The shape print_json gives every command (`"version"` first), written as it streams.
+        writeln!(
+            out,
+            "{{\n  \"version\": {},\n  \"id\": \"{}\",\n  \"manifest\": \"{}\",\n  \"entries\": [",
+            super::JSON_VERSION,
+            b.id(),
+            b.meta.manifest_digest
+        )?;
         let mut first = true;
         b.index.for_each(&store, |e| {
             let mut v = serde_json::json!({
@@ -27,13 +34,13 @@ pub fn run(g: &Global, reference: &str) -> Result<u8> {
             }
             let sep = if first { "" } else { "," };
             first = false;
-            writeln!(out, "{sep}  {v}").map_err(|err| bundle::Error::Io {
+            writeln!(out, "{sep}    {v}").map_err(|err| bundle::Error::Io {
                 op: "write",
                 path: "stdout".into(),
                 source: err,
             })
         })?;
-        writeln!(out, "]")?;
+        writeln!(out, "  ]\n}}")?;
     } else {
         b.index.for_each(&store, |e| {
             let tail = match e.kind {

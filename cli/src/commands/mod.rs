@@ -90,9 +90,21 @@ pub fn bars(g: &Global) -> Bars {
     Bars::new(g.quiet, g.json)
 }
 
-/// Print a value as pretty JSON on stdout.
+/// The version of every `--json` schema (`spec/cli-json.md`); bumped when a field changes
+/// meaning or goes away (new fields may appear without a bump).
+pub const JSON_VERSION: u64 = 1;
+
+/// Print a command's result as one pretty JSON object on stdout, with `"version"` added
+/// ([`JSON_VERSION`]). Every command's `--json` goes through here, so no shape lacks it.
 pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    let mut v = serde_json::to_value(v)?;
+    match v.as_object_mut() {
+        Some(o) => {
+            o.insert("version".into(), JSON_VERSION.into());
+        }
+        None => anyhow::bail!("internal: a --json result must be an object"),
+    }
+    println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! `sitebundle promote FROM TO [--to T...]`.
+//! `sitebundle promote FROM TO [--target T...]`.
 
 use anyhow::Result;
 use replicator::push::Options;
@@ -10,7 +10,7 @@ use crate::targets::{load_config, open_all, runtime};
 
 pub fn run(g: &Global, a: PromoteArgs) -> Result<u8> {
     let cfg = load_config()?;
-    let (targets, sites) = open_all(&cfg, &a.to)?;
+    let (targets, sites) = open_all(&cfg, &a.targets.get(g))?;
     let web = websites(g, &cfg, sites, &a.site)?;
     let mut opts = Options::from_env();
     if let Some(m) = a.message {

@@ -102,10 +102,15 @@ fn summary(r: &SiteReport) -> String {
 
 pub fn run(g: &Global, a: PublishArgs) -> Result<u8> {
     let cfg = load_config()?;
-    let (bundles, sites) = open_all(&cfg, &a.to)?;
+    let mut given = a.target.clone();
+    if !a.old_to.is_empty() {
+        crate::args::deprecated(g, "--to TARGET", "--target TARGET");
+        given.extend(a.old_to.iter().cloned());
+    }
+    let (bundles, sites) = open_all(&cfg, &given)?;
     if !bundles.is_empty() {
         let names: Vec<&str> = bundles.iter().map(|t| t.name()).collect();
-        if a.to.is_empty() {
+        if given.is_empty() {
             // [defaults] to mixes both kinds; publish takes the website targets.
         } else {
             bail!(
@@ -116,7 +121,7 @@ pub fn run(g: &Global, a: PublishArgs) -> Result<u8> {
         }
     }
     if sites.is_empty() {
-        bail!("no website target given: pass --to s3+site://bucket/prefix (or a name from sitebundle.toml)");
+        bail!("no website target given: pass --target s3+site://bucket/prefix (or a name from sitebundle.toml)");
     }
     let store = open_store(g)?;
     let manifest = store.resolve(&a.reference)?;

@@ -1,4 +1,4 @@
-//! `sitebundle pull REF --from TARGET [--tag NAME] [--timeout DUR]`.
+//! `sitebundle pull REF [--target TARGET] [--tag NAME] [--timeout DUR]`.
 //!
 //! Bounded like `sitebundle-init` ([`replicator::net`]): every answer within its cap, a minimum
 //! transfer rate, and a deadline for the whole pull. A local failure (disk full, I/O error,
@@ -17,7 +17,16 @@ pub fn run(g: &Global, a: PullArgs) -> Result<u8> {
     // Held until the pulled manifest is in index.json, so `gc` cannot delete the blobs it
     // downloads or finds already there (see bundle::store).
     let _writing = store.write_lock()?;
-    let targets = open_targets(std::slice::from_ref(&a.from))?;
+    let given: Vec<String> = match (a.target, a.old_from) {
+        (Some(t), _) => vec![t],
+        (None, Some(t)) => {
+            crate::args::deprecated(g, "pull --from TARGET", "pull --target TARGET");
+            vec![t]
+        }
+        (None, None) => Vec::new(),
+    };
+    // Without --target: the first default target.
+    let targets = open_targets(&given)?;
     let t = targets[0].clone();
     let opts = replicator::pull::PullOptions {
         jobs: replicator::push::Options::from_env().jobs,

@@ -1,4 +1,4 @@
-//! `sitebundle push REF [--to T...] [--channel NAME]`.
+//! `sitebundle push REF [--target T...] [--channel NAME]`.
 
 use anyhow::Result;
 use replicator::push::{ChannelOutcome, LocalBundle, Options, Report};
@@ -13,7 +13,7 @@ pub fn run(g: &Global, a: PushArgs) -> Result<u8> {
     let store = open_store(g)?;
     let manifest = store.resolve(&a.reference)?;
     let cfg = load_config()?;
-    let (targets, sites) = open_all(&cfg, &a.to)?;
+    let (targets, sites) = open_all(&cfg, &a.targets.get(g))?;
     let web = websites(g, &cfg, sites, &a.site)?;
     let mut opts = Options::from_env();
     if let Some(m) = a.message {

@@ -1,4 +1,4 @@
-//! `sitebundle rollback CHANNEL [--to DIGEST | --steps N] [--target T...]`.
+//! `sitebundle rollback CHANNEL [--digest DIGEST | --steps N] [--target T...]`.
 
 use anyhow::Result;
 use replicator::push::{Options, RollbackTo};
@@ -16,7 +16,15 @@ pub fn run(g: &Global, a: RollbackArgs) -> Result<u8> {
     if let Some(m) = a.message {
         opts.message = Some(m);
     }
-    let to = match a.to {
+    let digest = match (a.digest, a.old_to) {
+        (Some(d), _) => Some(d),
+        (None, Some(d)) => {
+            crate::args::deprecated(g, "rollback --to DIGEST", "rollback --digest DIGEST");
+            Some(d)
+        }
+        (None, None) => None,
+    };
+    let to = match digest {
         Some(d) => RollbackTo::Digest(d.parse()?),
         None => RollbackTo::Steps(a.steps.unwrap_or(1)),
     };

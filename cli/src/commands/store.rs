@@ -9,7 +9,7 @@ pub fn list(g: &Global) -> Result<u8> {
     let store = open_store(g)?;
     let bundles = store.list()?;
     if g.json {
-        print_json(&bundles)?;
+        print_json(&serde_json::json!({ "bundles": bundles }))?;
     } else {
         for b in bundles {
             let id = b.id.map(|d| d.to_string()).unwrap_or_else(|| "-".into());
@@ -31,7 +31,11 @@ pub fn tag(g: &Global, a: TagArgs) -> Result<u8> {
         b.id(),
         std::slice::from_ref(&a.tag),
     )?;
-    if !g.quiet {
+    if g.json {
+        print_json(
+            &serde_json::json!({"id": b.id().to_string(), "manifest": m.to_string(), "tag": a.tag}),
+        )?;
+    } else if !g.quiet {
         eprintln!("tagged {} as {}", b.id(), a.tag);
     }
     Ok(0)
@@ -47,9 +51,13 @@ pub fn rm(g: &Global, a: RmArgs) -> Result<u8> {
         .collect::<Result<Vec<_>, _>>()?;
     for d in &digests {
         store.remove_manifest(d)?;
-        if !g.quiet {
+        if !g.quiet && !g.json {
             eprintln!("removed {d}");
         }
+    }
+    if g.json {
+        let removed: Vec<String> = digests.iter().map(|d| d.to_string()).collect();
+        print_json(&serde_json::json!({ "removed": removed }))?;
     }
     Ok(0)
 }

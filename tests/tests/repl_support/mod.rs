@@ -561,3 +561,112 @@ pub fn test_tls(dir: &Path, ips: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
     }
     (ca, crt, key)
 }
+
+/// Give a `sitebundle` or `sitebundle-init` process the test services' credentials and endpoints
+/// through the environment (never argv), as a pipeline or a pod would, with every other
+/// `SITEBUNDLE_*` setting of the test process removed.
+pub fn service_env(c: &mut std::process::Command) -> &mut std::process::Command {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SITEBUNDLE_") && !k.starts_with("SITEBUNDLE_TEST_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("SITEBUNDLE_RETRIES", "1")
+        .env("SITEBUNDLE_ACTOR", "sitebundle-tests")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ENDPOINT", need("SITEBUNDLE_TEST_S3_ENDPOINT"))
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_REGION", need("SITEBUNDLE_TEST_S3_REGION"))
+        .env(
+            "AWS_ACCESS_KEY_ID",
+            need("SITEBUNDLE_TEST_S3_ACCESS_KEY_ID"),
+        )
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            need("SITEBUNDLE_TEST_S3_SECRET_ACCESS_KEY"),
+        )
+        .env(
+            "AZURE_STORAGE_ACCOUNT_NAME",
+            need("SITEBUNDLE_TEST_AZURE_ACCOUNT"),
+        )
+        .env(
+            "AZURE_STORAGE_ACCOUNT_KEY",
+            need("SITEBUNDLE_TEST_AZURE_KEY"),
+        )
+        .env(
+            "AZURE_STORAGE_ENDPOINT",
+            need("SITEBUNDLE_TEST_AZURE_ENDPOINT"),
+        )
+        .env("AZURE_ALLOW_HTTP", "true")
+        .env(
+            "GOOGLE_SERVICE_ACCOUNT",
+            need("SITEBUNDLE_TEST_GCS_SERVICE_ACCOUNT"),
+        )
+        .env(
+            "SITEBUNDLE_REGISTRY_USER",
+            need("SITEBUNDLE_TEST_REGISTRY_AUTH_USER"),
+        )
+        .env(
+            "SITEBUNDLE_REGISTRY_PASSWORD",
+            need("SITEBUNDLE_TEST_REGISTRY_AUTH_PASSWORD"),
+        )
+        .env(
+            "SITEBUNDLE_REGISTRY_CA",
+            need("SITEBUNDLE_TEST_REGISTRY_CA"),
+        )
+}
+
+/// Copy every file of a directory target into fake-gcs-server under `prefix`, through its JSON
+/// upload API (it refuses object_store's XML-API writes: see the services README), so the GCS
+/// read path can be tested on what a real push wrote.
+pub async fn seed_gcs_from_dir(dir: &Path, prefix: &str) {
+    let endpoint = need("SITEBUNDLE_TEST_GCS_ENDPOINT");
+    let bucket = need("SITEBUNDLE_TEST_GCS_BUCKET");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).expect("read_dir") {
+            let e = e.expect("entry");
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type().expect("type").is_dir() {
+                stack.push(e.path());
+                continue;
+            }
+            if name.starts_with('.') {
+                continue; // lock files
+            }
+            let rel = e
+                .path()
+                .strip_prefix(dir)
+                .expect("prefix")
+                .to_string_lossy()
+                .into_owned();
+            let r = client
+                .post(format!("{endpoint}/upload/storage/v1/b/{bucket}/o"))
+                .query(&[
+                    ("uploadType", "media"),
+                    ("name", &format!("{prefix}/{rel}")),
+                ])
+                .body(std::fs::read(e.path()).expect("read"))
+                .send()
+                .await
+                .expect("seed upload");
+            assert!(r.status().is_success(), "seed {rel}: {}", r.status());
+        }
+    }
+}
+
+/// A workspace binary (`sitebundle`, `sitebundle-init`), built by `cargo build --workspace --bins`
+/// (scripts/test does it first).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let p = assert_cmd::cargo::cargo_bin(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` (scripts/test does)",
+        p.display()
+    );
+    p
+}
