@@ -16,7 +16,7 @@ use assert_cmd::Command;
 /// Every subcommand of `sitebundle`.
 const COMMANDS: &[&str] = &[
     "build", "ls", "inspect", "verify", "diff", "extract", "export", "import", "list", "tag", "rm",
-    "gc", "push", "pull", "promote", "rollback", "history", "status",
+    "gc", "push", "pull", "promote", "rollback", "history", "status", "publish", "audit",
 ];
 
 fn snapshot_dir() -> PathBuf {
@@ -147,6 +147,7 @@ fn issue_10_vocabulary_every_json_output_has_version_1_and_a_pinned_shape() {
     let dest = t.path().join("out").to_string_lossy().into_owned();
     let archive = t.path().join("a.tar").to_string_lossy().into_owned();
     let other = t.path().join("other");
+    let www = t.path().join("www").to_string_lossy().into_owned();
     let runs: Vec<(&str, serde_json::Value)> = vec![
         ("build", json(&["build", &a, "--tag", "a"])),
         ("build-b", json(&["build", &b, "--tag", "b"])),
@@ -191,6 +192,16 @@ fn issue_10_vocabulary_every_json_output_has_version_1_and_a_pinned_shape() {
             let out =
                 stdout_ok(common::sb(&other).args(["--json", "pull", "prod", "--target", &target]));
             serde_json::from_str(&out).expect("pull --json")
+        }),
+        (
+            "publish",
+            json(&["publish", "a", "--target", &format!("file+site://{www}")]),
+        ),
+        ("audit", {
+            // Python's http.server is a real static server: audit fetches every file of the
+            // published tree from it (its Content-Type table is its own, hence --headers none).
+            let server = StaticServer::start(Path::new(&www));
+            json(&["audit", &server.url, "--digest", "a", "--headers", "none"])
         }),
         ("rm", json(&["rm", "b"])),
         ("gc", json(&["gc"])),
@@ -298,4 +309,51 @@ fn issue_10_vocabulary_old_spellings_still_work_and_warn() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// `python3 -m http.server` serving `dir` on a free loopback port, killed on drop.
+struct StaticServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl StaticServer {
+    fn start(dir: &Path) -> StaticServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start python3 -m http.server");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "http.server did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        StaticServer {
+            child,
+            url: format!("http://127.0.0.1:{port}/"),
+        }
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
