@@ -302,6 +302,10 @@ pub async fn run(
         sites: BTreeMap::new(),
     };
     let mut good: Option<SyncConfig> = None;
+    // Listen for SIGTERM from the start, not only while sleeping: a signal that arrives during a
+    // pass is kept by the stream and ends the loop once the pass is complete (a listener created
+    // later would never see it, and the process would ignore SIGTERM for good).
+    let mut stop = Shutdown::new();
     loop {
         let (config, config_error) = match SyncConfig::load_for(config_path, root, &status_path) {
             Ok(c) => {
@@ -341,7 +345,7 @@ pub async fn run(
         };
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = shutdown() => {
+            _ = stop.recv() => {
                 tracing::info!("stopping on signal");
                 return Ok(ExitStatus::Ok);
             }
@@ -349,17 +353,34 @@ pub async fn run(
     }
 }
 
-async fn shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM and SIGINT, registered once for the whole loop.
+struct Shutdown {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Shutdown {
+    fn new() -> Shutdown {
+        use tokio::signal::unix::{signal, SignalKind};
+        Shutdown {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// Resolves once either signal arrived (at once if one arrived since the last call).
+    async fn recv(&mut self) {
+        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            _ = one(&mut self.term) => {}
+            _ = one(&mut self.int) => {}
         }
     }
 }

@@ -1147,7 +1147,8 @@ fn sync_interval_loop_follows_a_channel_and_stops_on_sigterm() {
         .status()
         .expect("kill");
     assert!(st.success());
-    let status = child.wait().expect("wait");
+    let status = testkit::proc::wait_bounded(&mut child, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("the sync loop ignored SIGTERM: {e}"));
     assert_eq!(
         status.code(),
         Some(0),
@@ -2194,7 +2195,9 @@ fn issue_8_12_a_sync_config_typo_keeps_the_loop_on_the_last_good_config() {
         .status()
         .expect("kill");
     assert!(st.success());
-    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    let exit = testkit::proc::wait_bounded(&mut child, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("the sync loop ignored SIGTERM: {e}"));
+    assert_eq!(exit.code(), Some(0));
 }
 
 #[test]
