@@ -133,7 +133,12 @@ pub fn export(store: &Store, bundle: &Bundle, ref_name: &str, out: &Path) -> Res
 
 /// Store every blob of the archive read from `r` (each only after it hashes to its name) and
 /// return its `index.json`.
-fn read_archive(store: &Store, path: &Path, r: impl Read) -> Result<Option<Vec<u8>>> {
+fn read_archive(
+    store: &Store,
+    staged: &mut Staged,
+    path: &Path,
+    r: impl Read,
+) -> Result<Option<Vec<u8>>> {
     let mut ar = tar::Archive::new(io::BufReader::new(r));
     let what = path.display().to_string();
     let mut index_bytes = None;
@@ -163,7 +168,7 @@ fn read_archive(store: &Store, path: &Path, r: impl Read) -> Result<Option<Vec<u
             let d: Digest = format!("sha256:{hex}").parse().map_err(|_| {
                 Error::corrupt(&what, format!("blob name {name:?} is not a sha256 digest"))
             })?;
-            if store.has_blob(&d) {
+            if store.has_blob(&d) || staged.blobs.contains_key(&d) {
                 continue;
             }
             let mut bw = store.blob_writer()?;
@@ -179,10 +184,85 @@ fn read_archive(store: &Store, path: &Path, r: impl Read) -> Result<Option<Vec<u
                 bw.write_all(&buf[..n])
                     .map_err(Error::io("write blob in", store.root()))?;
             }
-            bw.finish_verified(&d, &format!("{what}: {name}"))?;
+            let tmp = bw.finish_staged(&d, &format!("{what}: {name}"))?;
+            staged.blobs.insert(d, tmp);
         }
     }
     Ok(index_bytes)
+}
+
+/// The blobs an import brought, verified by digest but not yet in the store: readers see them
+/// over the store's own, and they are renamed into place only once every bundle of the archive
+/// verified. A failed import drops them (the temporary files go with them), so the store is left
+/// as it was, blobs included. Issue 8: a refused bundle's blobs used to stay behind.
+struct Staged {
+    store: Store,
+    blobs: HashMap<Digest, tempfile::NamedTempFile>,
+}
+
+impl Staged {
+    /// Size of a blob, staged or stored.
+    fn size(&self, d: &Digest) -> Result<u64> {
+        match self.blobs.get(d) {
+            Some(t) => Ok(t
+                .as_file()
+                .metadata()
+                .map_err(Error::io("stat", t.path()))?
+                .len()),
+            None => self.store.blob_size(d),
+        }
+    }
+
+    /// Rename every staged blob into the store.
+    fn publish(self) -> Result<()> {
+        for (d, tmp) in self.blobs {
+            let dest = self.store.blob_path(&d);
+            if dest.exists() {
+                continue;
+            }
+            tmp.persist(&dest).map_err(|e| Error::Io {
+                op: "rename blob to",
+                path: dest.clone(),
+                source: e.error,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl BlobSource for Staged {
+    fn location(&self, digest: &Digest) -> std::path::PathBuf {
+        match self.blobs.get(digest) {
+            Some(t) => t.path().to_path_buf(),
+            None => self.store.location(digest),
+        }
+    }
+
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send + '_>> {
+        match self.blobs.get(digest) {
+            Some(t) => Ok(Box::new(t.reopen().map_err(Error::io("open", t.path()))?)),
+            None => self.store.open_blob(digest),
+        }
+    }
+
+    fn read_range(&self, digest: &Digest, offset: u64, len: u64) -> Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let Some(t) = self.blobs.get(digest) else {
+            return self.store.read_range(digest, offset, len);
+        };
+        let len = usize::try_from(len)
+            .map_err(|_| Error::corrupt(format!("blob {digest}"), "range too large"))?;
+        let mut buf = vec![0u8; len];
+        t.as_file()
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => {
+                    Error::corrupt(format!("blob {digest}"), "shorter than its descriptor says")
+                }
+                _ => Error::io("read", t.path())(e),
+            })?;
+        Ok(buf)
+    }
 }
 
 /// At most this many distinct manifests are imported from one archive. An `oci-archive` written
@@ -208,7 +288,11 @@ pub fn import(
     // A read error from the archive file is local I/O, not a malformed archive (the `tar` crate
     // reports both as `io::Error`): see `crate::iotrap`.
     let trap = IoTrap::default();
-    let index_bytes = read_archive(store, path, trap.reader(f))
+    let mut staged = Staged {
+        store: store.clone(),
+        blobs: HashMap::new(),
+    };
+    let index_bytes = read_archive(store, &mut staged, path, trap.reader(f))
         .map_err(|e| trap.reclassify(e, || path.into()))?;
     let index_bytes =
         index_bytes.ok_or_else(|| Error::corrupt(&what, "no index.json: not an OCI archive"))?;
@@ -244,17 +328,23 @@ pub fn import(
     let mut verified: HashSet<(Digest, Vec<Digest>)> = HashSet::new();
     let mut out = Vec::with_capacity(order.len());
     let mut adds = Vec::with_capacity(order.len());
+    let mut sizes = Vec::with_capacity(order.len());
     for (digest, tags) in order {
-        let bundle = Bundle::open(store, &digest)?;
+        let bundle = Bundle::open(&staged, &digest)?;
         let m = &bundle.meta.manifest;
         let key = (m.config.digest, m.layers.iter().map(|l| l.digest).collect());
         if !verified.contains(&key) {
-            crate::verify::verify(store, &bundle, progress)?;
+            crate::verify::verify(&staged, &bundle, progress)?;
             verified.insert(key);
         }
-        // The size of the stored manifest, not the one the archive's index.json claims.
-        adds.push((digest, store.blob_size(&digest)?, bundle.id(), tags.clone()));
+        sizes.push(staged.size(&digest)?);
         out.push((bundle, tags));
+    }
+    // Everything verified: the blobs go into the store, then the manifests into index.json.
+    staged.publish()?;
+    for ((bundle, tags), size) in out.iter().zip(sizes) {
+        // The size of the stored manifest, not the one the archive's index.json claims.
+        adds.push((bundle.meta.manifest_digest, size, bundle.id(), tags.clone()));
     }
     store.add_manifests(&adds)?;
     Ok(out)

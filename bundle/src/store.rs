@@ -648,6 +648,30 @@ impl BlobWriter {
         Ok((digest, size))
     }
 
+    /// Finish, fail unless the bytes hash to `expected`, and keep the blob in its temporary file
+    /// (not yet in the store): for an operation that publishes its blobs only once everything it
+    /// brought is verified ([`crate::archive::import`]). Dropping it removes the file.
+    pub fn finish_staged(
+        self,
+        expected: &Digest,
+        what: &str,
+    ) -> Result<tempfile::NamedTempFile, Error> {
+        let (buf, digest, _) = self.out.finish();
+        drop(buf.into_inner().map_err(|e| Error::Io {
+            op: "write",
+            path: self.tmp.path().to_path_buf(),
+            source: e.into_error(),
+        })?);
+        if digest != *expected {
+            return Err(Error::DigestMismatch {
+                what: what.to_string(),
+                expected: *expected,
+                found: digest,
+            });
+        }
+        Ok(self.tmp)
+    }
+
     /// Finish, and fail unless the bytes hash to `expected`.
     pub fn finish_verified(self, expected: &Digest, what: &str) -> Result<u64, Error> {
         let (buf, digest, size) = self.out.finish();

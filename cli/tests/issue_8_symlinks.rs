@@ -91,6 +91,16 @@ fn issue_8_symlink_escape_is_refused_by_import() {
         before,
         "import recorded the forged bundle"
     );
+    // ... and left none of its blobs behind (nor a temporary file).
+    let left: Vec<_> = fs::read_dir(dst.path().join("blobs/sha256"))
+        .expect("blobs dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "a refused import left {left:?} in the store"
+    );
 }
 
 #[test]
