@@ -551,6 +551,25 @@ origins = ["https://o/docs"]
         }
     }
 
+    /// The ConfigMap of `deploy/sync.yaml` is a config this parser takes.
+    #[test]
+    fn the_deploy_config_map_parses() {
+        let yaml = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/sync.yaml"),
+        )
+        .unwrap();
+        let start = yaml.find("  sites.toml: |\n").unwrap() + "  sites.toml: |\n".len();
+        let end = yaml.find("  nginx.conf: |").unwrap();
+        let toml: String = yaml[start..end]
+            .lines()
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = SyncConfig::parse(Path::new("deploy/sync.yaml"), &toml).unwrap();
+        assert!(c.sites.contains_key("blog-pr"));
+        assert!(c.allowed_hosts.is_some());
+    }
+
     #[test]
     fn globs_and_preview_folders() {
         assert!(glob_match("pr-*", "pr-123"));
