@@ -1319,3 +1319,101 @@ fn issue_11_a_slow_site_stays_within_its_timeout_and_sigterm_mid_pass_leaves_sit
         "SIGTERM should have arrived mid-pass:\n{log}"
     );
 }
+
+#[test]
+fn issue_11_the_service_runs_as_nobody_on_a_read_only_root_filesystem() {
+    let out = Command::new("id").arg("-u").output().expect("id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "this test needs root to make a mount namespace with a read-only / (scripts/test runs as root)"
+    );
+    let work = tempfile::tempdir().expect("tempdir");
+    let origins = Origins::new(work.path());
+    let t = origins.target(Kind::Dir, "blog");
+    push(&t, 1, "prod");
+    let cfg = work.path().join("sites.toml");
+    write_config(
+        &cfg,
+        &site_entry("blog", &origins.url(Kind::Dir, "blog"), "prod"),
+    );
+    let root = work.path().join("sites");
+    fs::create_dir(&root).expect("root");
+    let st = Command::new("chown")
+        .arg("65534:65534")
+        .arg(&root)
+        .status()
+        .expect("chown");
+    assert!(st.success());
+    let token = token_file(work.path());
+    chmod_world_readable(work.path());
+    // The binary where nobody can reach it.
+    let bin = work.path().join("sitebundle-init");
+    fs::copy(init_bin(), &bin).expect("copy binary");
+    let port = free_port("127.0.0.1");
+    let addr = format!("127.0.0.1:{port}");
+    let log = work.path().join("service.log");
+    // A private mount namespace: DEST (the work dir) bind-mounted on itself stays writable,
+    // then / is remounted read-only, then the service runs as nobody.
+    let inner = init_cmd();
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "set -e; mount --bind \"$1\" \"$1\"; mount -o remount,bind,ro /; shift; \
+             exec setpriv --reuid=65534 --regid=65534 --clear-groups \"$@\"",
+        )
+        .arg("sh")
+        .arg(work.path())
+        .arg(&bin)
+        .arg("--sync")
+        .arg(&cfg)
+        .arg("--dest")
+        .arg(&root)
+        .args(["--listen", &addr, "--token-file"])
+        .arg(&token)
+        .args([
+            "--allowed-hosts",
+            &format!("file://{}/", origins.dir.display()),
+        ])
+        .current_dir(work.path())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).expect("log"));
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let mut svc = Service {
+        child: Some(c.spawn().expect("unshare")),
+        addr,
+        log,
+    };
+    svc.wait_for("readiness", Duration::from_secs(30), |s| {
+        TcpStream::connect(&s.addr).is_ok() && get(&s.addr, "/readyz").0 == 200
+    });
+    assert_serves(&root, "blog", 1);
+    push(&t, 2, "prod");
+    let passes = svc.passes();
+    assert_eq!(post(&svc.addr, "/sync", Some(TOKEN)).0, 202);
+    svc.wait_pass_after(passes);
+    assert_serves(&root, "blog", 2);
+    assert_eq!(svc.status()["ok"], true, "{}", svc.log());
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(root.join("blog/current/index.html")).expect("stat");
+        assert_eq!(
+            m.uid(),
+            65534,
+            "files should belong to the unprivileged user"
+        );
+        let m = fs::metadata(root.join("status.json")).expect("status file in DEST");
+        assert_eq!(m.uid(), 65534);
+    }
+    assert!(
+        !svc.log().contains("Read-only file system"),
+        "{}",
+        svc.log()
+    );
+    assert_eq!(svc.terminate(), 0, "{}", svc.log());
+}
