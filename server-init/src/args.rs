@@ -31,6 +31,8 @@ pub const SITEBUNDLE_STATUS_FILE: &str = "SITEBUNDLE_STATUS_FILE";
 pub const SITEBUNDLE_LISTEN: &str = "SITEBUNDLE_LISTEN";
 /// Sync mode: file holding the webhook's bearer token.
 pub const SITEBUNDLE_TOKEN_FILE: &str = "SITEBUNDLE_TOKEN_FILE";
+/// Sync mode: the webhook's bearer token itself (or use `--token-file`).
+pub const SITEBUNDLE_SYNC_TOKEN: &str = "SITEBUNDLE_SYNC_TOKEN";
 /// Sync mode: comma-separated hosts origins may reach.
 pub const SITEBUNDLE_ALLOWED_HOSTS: &str = "SITEBUNDLE_ALLOWED_HOSTS";
 /// Longest wait for another installer's DEST lock.

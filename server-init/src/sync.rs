@@ -413,6 +413,10 @@ pub fn plain_jobs(config: &SyncConfig, root: &Path, timeouts: Timeouts) -> Vec<J
 /// slow or failing site never holds the others back past its own timeout. Once `stop` is set,
 /// no new site starts; the ones running finish (each swap is atomic, so every site stays
 /// complete), and the ones not started are returned with `result: None`.
+///
+/// A site cut by its timeout while it was extracting (on the blocking pool, which cannot be
+/// cancelled) finishes that extraction in the background, still holding its DEST lock: its swap
+/// stays atomic, and the next pass for it waits for the lock (bounded by `--lock-timeout`).
 pub async fn pass(
     jobs: Vec<Job>,
     concurrency: usize,

@@ -57,8 +57,8 @@ pub const STATUS_VERSION: u32 = 1;
 pub const CONFIG_POLL: Duration = Duration::from_secs(2);
 /// Swaps kept for `/status` and the page.
 pub const RECENT_SWAPS: usize = 50;
-/// The token variable (or use `--token-file`).
-pub const SITEBUNDLE_SYNC_TOKEN: &str = "SITEBUNDLE_SYNC_TOKEN";
+/// The token variable (or use `--token-file`); listed with the other variables in [`crate::args`].
+pub use crate::args::SITEBUNDLE_SYNC_TOKEN;
 
 /// Where the webhook's bearer token comes from.
 #[derive(Clone, Default)]
