@@ -19,6 +19,7 @@
 //! | registry credentials | [`auth`] | [`auth::resolve`] |
 //! | the distribution API client | [`registry`] | [`registry::Registry`] |
 //! | bounded reads, rates, redirects, credential scope | [`net`] | [`net::collect`], [`net::Pace`], [`net::Http`], [`net::SafeConnector`] |
+//! | which hosts may be reached (SSRF guard), on every hop | [`allow`] | [`allow::AllowList`], [`allow::set`] |
 //! | environment | [`env`](mod@env) | every `SITEBUNDLE_*` variable |
 //! | CPU work boundary | [`blocking`] | [`blocking::run`] |
 //! | errors | [`error`] | [`Error`] |
@@ -26,6 +27,7 @@
 //! The `bundle` crate stays synchronous; this crate runs I/O on tokio and sends hashing and
 //! verification through [`blocking::run`].
 
+pub mod allow;
 pub mod auth;
 pub mod blocking;
 pub mod channel;

@@ -23,6 +23,10 @@
 //!   ([`crate::registry`]). Object-store clients get the same redirect rule through
 //!   [`SafeConnector`], so a signed request is never replayed to another host.
 //!
+//! - **Allow-list.** When the binary sets one ([`crate::allow`]), every request [`Http::send`]
+//!   sends (each redirect hop too) and every redirect an object-store client follows is checked
+//!   against it first.
+//!
 //! URLs in messages go through [`redact_url`]: no userinfo, no query (a presigned URL's signature
 //! lives there), no fragment.
 
@@ -481,6 +485,11 @@ impl Http {
         let mut url = req.url.clone();
         let mut creds = same_origin(&self.origin, &url);
         for _ in 0..=MAX_REDIRECTS {
+            // Every host reached, the first and each redirect hop, is checked against the
+            // process-wide allow-list (`crate::allow`).
+            crate::allow::check(&url).map_err(|reason| {
+                self.refused(req, format!("a request to {}: {reason}", redact_url(&url)))
+            })?;
             let mut b = self
                 .client
                 .request(req.method.clone(), url.clone())
@@ -616,6 +625,9 @@ impl object_store::client::HttpConnector for SafeConnector {
             let last = attempt.previous().last().unwrap_or(first);
             if attempt.previous().len() > MAX_REDIRECTS {
                 return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+            }
+            if let Err(reason) = crate::allow::check(attempt.url()) {
+                return attempt.error(format!("refused a redirect: {reason}"));
             }
             match redirect_rule(first, last, attempt.url(), Follow::SameOrigin) {
                 Ok(_) => attempt.follow(),

@@ -27,6 +27,14 @@ pub const SITEBUNDLE_SYNC: &str = "SITEBUNDLE_SYNC";
 pub const SITEBUNDLE_INTERVAL: &str = "SITEBUNDLE_INTERVAL";
 /// Sync mode: where the status file is written.
 pub const SITEBUNDLE_STATUS_FILE: &str = "SITEBUNDLE_STATUS_FILE";
+/// Sync mode: address of the HTTP API (webhook, status, metrics, page).
+pub const SITEBUNDLE_LISTEN: &str = "SITEBUNDLE_LISTEN";
+/// Sync mode: file holding the webhook's bearer token.
+pub const SITEBUNDLE_TOKEN_FILE: &str = "SITEBUNDLE_TOKEN_FILE";
+/// Sync mode: the webhook's bearer token itself (or use `--token-file`).
+pub const SITEBUNDLE_SYNC_TOKEN: &str = "SITEBUNDLE_SYNC_TOKEN";
+/// Sync mode: comma-separated hosts origins may reach.
+pub const SITEBUNDLE_ALLOWED_HOSTS: &str = "SITEBUNDLE_ALLOWED_HOSTS";
 /// Longest wait for another installer's DEST lock.
 pub const SITEBUNDLE_LOCK_TIMEOUT: &str = "SITEBUNDLE_LOCK_TIMEOUT";
 
@@ -90,6 +98,24 @@ pub struct Args {
     /// Sync mode: status file (JSON, written atomically after each pass). Default DEST/status.json.
     #[arg(long, env = SITEBUNDLE_STATUS_FILE, requires = "sync")]
     pub status_file: Option<PathBuf>,
+
+    /// Sync mode: serve the HTTP API on ADDR (e.g. 0.0.0.0:8080): POST /sync and
+    /// /sync/SITE (webhook, needs the token), GET /status, /metrics, /healthz, /readyz and / (the
+    /// status page). Runs as a service (until SIGTERM) even without --interval. Needs an
+    /// allow-list (--allowed-hosts).
+    #[arg(long, value_name = "ADDR", env = SITEBUNDLE_LISTEN, requires = "sync")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// Sync mode: file holding the webhook's bearer token (read at each request). Or set
+    /// SITEBUNDLE_SYNC_TOKEN. Without either the webhook is off.
+    #[arg(long, value_name = "PATH", env = SITEBUNDLE_TOKEN_FILE, requires = "sync")]
+    pub token_file: Option<PathBuf>,
+
+    /// Sync mode: hosts origins, and every redirect they send, may reach: host, host:port,
+    /// *.domain, file:///dir/ for directory origins, or * for any. Merged with the config's
+    /// allowed_hosts. Required with --listen.
+    #[arg(long, value_name = "HOSTS", env = SITEBUNDLE_ALLOWED_HOSTS, value_delimiter = ',', requires = "sync")]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Log output format.

@@ -11,7 +11,10 @@
 //! | DEST layout, atomic install | [`install`] | [`install::Dest`] |
 //! | fetching from origins | [`fetch`] | [`fetch::fetch`] |
 //! | one site: resolve, fetch, install | [`run`] | [`run::install_one`] |
-//! | many sites | [`sync`] | [`sync::SyncConfig`] |
+//! | many sites: config, one pass | [`sync`] | [`sync::SyncConfig`], [`sync::pass`] |
+//! | the sync service: triggers, reloads, signals, status | [`service`] | [`service::run`], [`service::State`] |
+//! | its HTTP API, metrics, status page | [`service::http`], [`service::metrics`], [`service::page`] | [`service::http::serve`] |
+//! | previews (`<site>--<channel>`) | [`service::previews`] | [`service::previews::expand`] |
 //! | logs | [`logging`] | [`logging::init`], [`logging::redact`] |
 //!
 //! `bundle` does the verification ([`bundle::extract()`] checks every blob and every file against
@@ -23,6 +26,7 @@ pub mod fetch;
 pub mod install;
 pub mod logging;
 pub mod run;
+pub mod service;
 pub mod sync;
 
 pub use error::{ExitStatus, InitError};

@@ -8,7 +8,7 @@ use server_init::args::Args;
 use server_init::error::{chain, ExitStatus};
 use server_init::fetch::Timeouts;
 use server_init::run::{self, Request, Want};
-use server_init::{logging, sync, InitError};
+use server_init::{logging, service, InitError};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -47,13 +47,24 @@ async fn dispatch(args: Args) -> Result<ExitStatus, InitError> {
     // Refuse bad rate settings before touching anything.
     replicator::net::Pace::from_env().map_err(|e| InitError::Usage(chain(&e)))?;
     if let Some(config) = &args.sync {
-        return sync::run(
-            config,
-            &args.dest,
-            args.status_file.clone(),
-            args.interval,
+        let token = match (
+            &args.token_file,
+            std::env::var(service::SITEBUNDLE_SYNC_TOKEN),
+        ) {
+            (Some(p), _) => service::TokenSource::File(p.clone()),
+            (None, Ok(v)) if !v.trim().is_empty() => service::TokenSource::Value(v),
+            _ => service::TokenSource::None,
+        };
+        return service::run(service::Options {
+            config: config.clone(),
+            root: args.dest.clone(),
+            status_file: args.status_file.clone(),
+            interval: args.interval,
             timeouts,
-        )
+            listen: args.listen,
+            token,
+            allowed_hosts: args.allowed_hosts.clone(),
+        })
         .await;
     }
     let want = match (&args.digest, &args.channel) {
