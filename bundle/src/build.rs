@@ -15,7 +15,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
 
@@ -238,11 +238,9 @@ pub fn build(
     let results: Mutex<BTreeMap<u32, Result<LayerResult>>> = Mutex::new(BTreeMap::new());
     let contexts = ContextPool::default();
     let cache_dir = store.cache_dir();
-    let frame_map = if opts.use_cache && opts.compression == Compression::Zstd {
-        FrameMap::load(&cache_dir, &canon)
-    } else {
-        FrameMap::default()
-    };
+    // Loaded by the first layer the layer cache misses: a build where nothing changed reads no
+    // frame table.
+    let frame_map = OnceLock::new();
     let stats = FrameStats::default();
     let job = LayerJob {
         store,
@@ -256,6 +254,7 @@ pub fn build(
         contexts: &contexts,
         frames: &frame_map,
         stats: &stats,
+        use_frames: opts.use_cache && opts.compression == Compression::Zstd,
         progress,
     };
     progress.start("compress", total);
@@ -339,7 +338,7 @@ pub fn build(
     store.add_manifest(manifest_digest, manifest_bytes.len() as u64, id, &opts.tags)?;
     if opts.use_cache && opts.compression == Compression::Zstd {
         let blobs: Vec<Digest> = manifest.layers.iter().map(|l| l.digest).collect();
-        frame_map.save_site(&blobs);
+        FrameMap::save_site(&cache_dir, &canon, &blobs);
     }
     if opts.use_cache {
         file_cache.save(
@@ -491,9 +490,24 @@ struct LayerJob<'a> {
     index_digest: &'a Digest,
     cache_dir: &'a Path,
     contexts: &'a ContextPool,
-    frames: &'a FrameMap,
+    frames: &'a OnceLock<FrameMap>,
     stats: &'a FrameStats,
+    /// Whether cached frames may be used (zstd, cache on).
+    use_frames: bool,
     progress: &'a dyn Progress,
+}
+
+impl LayerJob<'_> {
+    /// The frames of earlier builds (loaded on first use).
+    fn frame_map(&self) -> &FrameMap {
+        self.frames.get_or_init(|| {
+            if self.use_frames {
+                FrameMap::load(self.cache_dir, self.src)
+            } else {
+                FrameMap::default()
+            }
+        })
+    }
 }
 
 fn build_layer(job: &LayerJob<'_>, n: u32) -> Result<LayerResult> {
@@ -575,7 +589,7 @@ fn build_zstd_layer(
         let key = frames::run_key(members, headers, run);
         let offset = blob.len();
         let cached = if use_frames {
-            job.frames.get(&key)
+            job.frame_map().get(&key)
         } else {
             None
         };
