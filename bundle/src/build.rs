@@ -14,7 +14,8 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
 
@@ -22,6 +23,7 @@ use crate::cache::{self, CachedLayer, FileCache};
 use crate::compress::{write_index_trailer, Compression};
 use crate::digest::{Digest, FileHash, HashingWriter};
 use crate::error::{Error, Result};
+use crate::frames::{self, CopyError, FrameCheck, FrameMap, FrameRec};
 use crate::index::{Entry, EntryKind, Index};
 use crate::layout::{self, Member};
 use crate::manifest::*;
@@ -102,6 +104,13 @@ pub struct BuildReport {
     pub files_cached: usize,
     /// Total size of the layer blobs.
     pub compressed_bytes: u64,
+    /// zstd frames in the layers (one per run of members, see [`crate::frames`]); 0 for gzip.
+    pub frames: usize,
+    /// Frames compressed from the site files by this build; the others were copied from the
+    /// blobs of the previous build (or whole layers were reused).
+    pub frames_compressed: usize,
+    /// Uncompressed tar bytes of the frames compressed by this build.
+    pub tar_bytes_compressed: u64,
     /// Layer compression.
     pub compression: Compression,
     /// Things left out.
@@ -226,34 +235,34 @@ pub fn build(
     }
     let mut order: Vec<(u32, u64)> = (0..layer_count).zip(weight).collect();
     order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let results: Mutex<BTreeMap<u32, Result<(CachedLayer, bool)>>> = Mutex::new(BTreeMap::new());
+    let results: Mutex<BTreeMap<u32, Result<LayerResult>>> = Mutex::new(BTreeMap::new());
     let contexts = ContextPool::default();
-    progress.start("compress", total);
     let cache_dir = store.cache_dir();
+    // Loaded by the first layer the layer cache misses: a build where nothing changed reads no
+    // frame table.
+    let frame_map = OnceLock::new();
+    let stats = FrameStats::default();
+    let job = LayerJob {
+        store,
+        root,
+        src: &canon,
+        index: &index,
+        opts,
+        index_bytes: &index_bytes,
+        index_digest: &index_digest,
+        cache_dir: &cache_dir,
+        contexts: &contexts,
+        frames: &frame_map,
+        stats: &stats,
+        use_frames: opts.use_cache && opts.compression == Compression::Zstd,
+        progress,
+    };
+    progress.start("compress", total);
     rayon::scope_fifo(|s| {
         for &(n, _) in &order {
-            let (index, results, cache_dir, index_bytes, canon, contexts) = (
-                &index,
-                &results,
-                &cache_dir,
-                &index_bytes,
-                &canon,
-                &contexts,
-            );
+            let (job, results) = (&job, &results);
             s.spawn_fifo(move |_| {
-                let r = build_layer(
-                    store,
-                    root,
-                    canon,
-                    index,
-                    n,
-                    opts,
-                    index_bytes,
-                    &index_digest,
-                    cache_dir,
-                    contexts,
-                    progress,
-                );
+                let r = build_layer(job, n);
                 if let Ok(mut m) = results.lock() {
                     m.insert(n, r);
                 }
@@ -327,6 +336,10 @@ pub fn build(
     let manifest_bytes = manifest.to_bytes();
     let manifest_digest = store.put_blob(&manifest_bytes)?;
     store.add_manifest(manifest_digest, manifest_bytes.len() as u64, id, &opts.tags)?;
+    if opts.use_cache && opts.compression == Compression::Zstd {
+        let blobs: Vec<Digest> = manifest.layers.iter().map(|l| l.digest).collect();
+        FrameMap::save_site(&cache_dir, &canon, &blobs);
+    }
     if opts.use_cache {
         file_cache.save(
             walked
@@ -346,6 +359,9 @@ pub fn build(
         layers_reused: reused,
         files_cached,
         compressed_bytes,
+        frames: stats.frames.load(Ordering::Relaxed),
+        frames_compressed: stats.compressed.load(Ordering::Relaxed),
+        tar_bytes_compressed: stats.compressed_bytes.load(Ordering::Relaxed),
         compression: opts.compression,
         warnings: walked.warnings,
     })
@@ -421,12 +437,15 @@ fn fill(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 /// The cache key of a layer: everything its blob bytes depend on.
 fn layer_key(
     members: &[Member<'_>],
+    headers: &[Vec<u8>],
     compression: Compression,
     n: u32,
     index_digest: &Digest,
 ) -> blake3::Hash {
     let mut h = blake3::Hasher::new();
-    h.update(b"sitebundle layer key 1\0");
+    // Key 2: zstd layers became runs of frames (crate::frames); a blob cached under key 1 is one
+    // frame, and reusing it would make a rebuild differ from a cold build.
+    h.update(b"sitebundle layer key 2\0");
     h.update(match compression {
         Compression::Zstd => b"zstd-3\0",
         Compression::Gzip => b"gzip-6\0",
@@ -435,8 +454,8 @@ fn layer_key(
         // Layer 0 carries the index trailer.
         h.update(index_digest.bytes());
     }
-    for m in members {
-        let _ = tar::write_header(&mut h, &layout::header(m));
+    for (m, head) in members.iter().zip(headers) {
+        h.update(head);
         if let Member::File(e) = m {
             if let Some(fh) = e.hash() {
                 h.update(&fh.0);
@@ -446,83 +465,296 @@ fn layer_key(
     h.finalize()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_layer(
-    store: &Store,
-    root: BorrowedFd<'_>,
-    src: &Path,
-    index: &Index,
-    n: u32,
-    opts: &BuildOptions,
-    index_bytes: &[u8],
-    index_digest: &Digest,
-    cache_dir: &Path,
-    contexts: &ContextPool,
-    progress: &dyn Progress,
-) -> Result<(CachedLayer, bool)> {
-    let members = layout::members(index.entries(), n);
+/// Counters of the frame work a build did (zstd layers only), for [`BuildReport`].
+#[derive(Debug, Default)]
+struct FrameStats {
+    /// Frames in the layers written (reused layers included).
+    frames: AtomicUsize,
+    /// Frames compressed from the site files.
+    compressed: AtomicUsize,
+    /// Tar bytes of those frames.
+    compressed_bytes: AtomicU64,
+}
+
+/// What a layer worker gives back: the layer, whether it came whole from the layer cache.
+type LayerResult = (CachedLayer, bool);
+
+/// Everything a layer worker shares with the others.
+struct LayerJob<'a> {
+    store: &'a Store,
+    root: BorrowedFd<'a>,
+    src: &'a Path,
+    index: &'a Index,
+    opts: &'a BuildOptions,
+    index_bytes: &'a [u8],
+    index_digest: &'a Digest,
+    cache_dir: &'a Path,
+    contexts: &'a ContextPool,
+    frames: &'a OnceLock<FrameMap>,
+    stats: &'a FrameStats,
+    /// Whether cached frames may be used (zstd, cache on).
+    use_frames: bool,
+    progress: &'a dyn Progress,
+}
+
+impl LayerJob<'_> {
+    /// The frames of earlier builds (loaded on first use).
+    fn frame_map(&self) -> &FrameMap {
+        self.frames.get_or_init(|| {
+            if self.use_frames {
+                FrameMap::load(self.cache_dir, self.src)
+            } else {
+                FrameMap::default()
+            }
+        })
+    }
+}
+
+fn build_layer(job: &LayerJob<'_>, n: u32) -> Result<LayerResult> {
+    let members = layout::members(job.index.entries(), n);
+    let headers: Vec<Vec<u8>> = members
+        .iter()
+        .map(|m| {
+            let mut v = Vec::with_capacity(tar::BLOCK);
+            let _ = tar::write_header(&mut v, &layout::header(m));
+            v
+        })
+        .collect();
     let layer_bytes: u64 = members
         .iter()
         .map(|m| if let Member::File(e) = m { e.size() } else { 0 })
         .sum();
-    let key = layer_key(&members, opts.compression, n, index_digest);
+    let opts = job.opts;
+    let key = layer_key(&members, &headers, opts.compression, n, job.index_digest);
     if opts.use_cache {
-        if let Some(c) = cache::layer_get(cache_dir, &key) {
-            if store.blob_size(&c.digest).ok() == Some(c.size) {
-                progress.advance(layer_bytes);
+        if let Some(c) = cache::layer_get(job.cache_dir, &key) {
+            let framed = opts.compression != Compression::Zstd
+                || FrameMap::has_table(job.cache_dir, &c.digest);
+            if framed && job.store.blob_size(&c.digest).ok() == Some(c.size) {
+                if opts.compression == Compression::Zstd {
+                    let runs = frames::runs(&members, &headers);
+                    job.stats.frames.fetch_add(runs.len(), Ordering::Relaxed);
+                }
+                job.progress.advance(layer_bytes);
                 return Ok((c, true));
             }
         }
     }
-    let blob = store.blob_writer()?;
-    let mut ctx = contexts.take();
-    let enc = match ctx.as_mut() {
-        Some(c) => opts.compression.encoder_with_context(blob, c),
-        None => opts.compression.encoder(blob),
+    let layer = match opts.compression {
+        Compression::Zstd => {
+            let runs = frames::runs(&members, &headers);
+            let r = match build_zstd_layer(job, n, &members, &headers, &runs, opts.use_cache)? {
+                Ok(r) => r,
+                // A cached frame was not what its key said: compress the layer from the files.
+                Err(_) => build_zstd_layer(job, n, &members, &headers, &runs, false)?
+                    .map_err(|why| Error::corrupt("build", why))?,
+            };
+            job.stats.frames.fetch_add(runs.len(), Ordering::Relaxed);
+            if opts.use_cache {
+                FrameMap::put_table(job.cache_dir, &r.0.digest, &r.1);
+            }
+            r.0
+        }
+        Compression::Gzip => build_gzip_layer(job, n, &members, &headers)?,
+    };
+    if opts.use_cache {
+        cache::layer_put(job.cache_dir, &key, &layer);
     }
-    .map_err(Error::io("start compressor for", store.root()))?;
-    let mut buf = vec![0u8; COPY_BUFFER];
-    let mut out = HashingWriter::new(enc);
+    Ok((layer, false))
+}
+
+/// Write a zstd layer as one frame per run, taking unchanged runs' frames from the previous
+/// build when `use_frames` (see [`crate::frames`]). `Ok(Err(why))` when a cached frame was not
+/// what its key promised: the caller starts the layer again without the frame cache.
+fn build_zstd_layer(
+    job: &LayerJob<'_>,
+    n: u32,
+    members: &[Member<'_>],
+    headers: &[Vec<u8>],
+    runs: &[frames::Run],
+    use_frames: bool,
+) -> Result<std::result::Result<(CachedLayer, Vec<FrameRec>), String>> {
+    let store = job.store;
     let werr = |e: io::Error| Error::Io {
         op: "write layer blob in",
         path: store.root().to_path_buf(),
         source: e,
     };
-    for m in &members {
-        tar::write_header(&mut out, &layout::header(m)).map_err(werr)?;
-        if let Member::File(e) = m {
-            let fs_path: PathBuf = src.join(e.path.as_str());
+    let mut blob = store.blob_writer()?;
+    let mut diff = HashingWriter::new(io::sink());
+    let mut recs = Vec::with_capacity(runs.len());
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut ctx = job.contexts.take();
+    for run in runs {
+        let key = frames::run_key(members, headers, run);
+        let offset = blob.len();
+        let cached = if use_frames {
+            job.frame_map().get(&key)
+        } else {
+            None
+        };
+        if let Some(loc) = cached {
+            let check = FrameCheck::new(members, headers, run, &mut diff);
+            match frames::copy_cached(&store.blob_path(&loc.blob), &loc, &mut blob, check) {
+                Ok(()) => {
+                    let bytes: u64 = members[run.members.clone()]
+                        .iter()
+                        .map(|m| if let Member::File(e) = m { e.size() } else { 0 })
+                        .sum();
+                    job.progress.advance(bytes);
+                    recs.push(FrameRec {
+                        key,
+                        offset,
+                        len: blob.len() - offset,
+                    });
+                    continue;
+                }
+                Err(CopyError::Stale(why)) => {
+                    job.contexts.put(ctx);
+                    return Ok(Err(why));
+                }
+                Err(CopyError::Write(e)) => return Err(werr(e)),
+            }
+        }
+        {
+            let mut enc = match ctx.as_mut() {
+                Some(c) => zstd::stream::write::Encoder::with_context(&mut blob, c),
+                None => zstd::stream::write::Encoder::new(&mut blob, crate::compress::ZSTD_LEVEL)
+                    .map_err(Error::io("start compressor for", store.root()))?,
+            };
+            let start = |e: io::Error| Error::Io {
+                op: "start compressor for",
+                path: store.root().to_path_buf(),
+                source: e,
+            };
+            enc.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(
+                crate::compress::ZSTD_LEVEL,
+            ))
+            .map_err(start)?;
+            // The content checksum lets plain `zstd -d` detect corruption too.
+            enc.include_checksum(true).map_err(start)?;
+            // The frame header then says its size, and zstd sizes its window and tables to it:
+            // the same for a cold build and a rebuild.
+            enc.set_pledged_src_size(Some(run.tar_len)).map_err(start)?;
+            let mut out = Both(&mut diff, &mut enc);
+            write_run(job, members, headers, run, &mut out, &mut buf)?;
+            enc.finish().map_err(werr)?;
+        }
+        job.stats.compressed.fetch_add(1, Ordering::Relaxed);
+        job.stats
+            .compressed_bytes
+            .fetch_add(run.tar_len, Ordering::Relaxed);
+        recs.push(FrameRec {
+            key,
+            offset,
+            len: blob.len() - offset,
+        });
+    }
+    job.contexts.put(ctx);
+    let (_, diff_id, _) = diff.finish();
+    if n == 0 {
+        let offset = blob.len();
+        write_index_trailer(&mut blob, Compression::Zstd, offset, job.index_bytes).map_err(werr)?;
+    }
+    let (digest, size) = blob.finish()?;
+    Ok(Ok((
+        CachedLayer {
+            diff_id,
+            digest,
+            size,
+        },
+        recs,
+    )))
+}
+
+/// Writes to two writers (the `diff_id` hash and the compressor).
+struct Both<'a, A: Write, B: Write>(&'a mut A, &'a mut B);
+
+impl<A: Write, B: Write> Write for Both<'_, A, B> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(buf)?;
+        self.1.write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.1.flush()
+    }
+}
+
+/// The tar bytes of one run, streamed from the site files into `out`.
+fn write_run(
+    job: &LayerJob<'_>,
+    members: &[Member<'_>],
+    headers: &[Vec<u8>],
+    run: &frames::Run,
+    out: &mut impl Write,
+    buf: &mut [u8],
+) -> Result<()> {
+    let werr = |e: io::Error| Error::Io {
+        op: "write layer blob in",
+        path: job.store.root().to_path_buf(),
+        source: e,
+    };
+    for i in run.members.clone() {
+        out.write_all(&headers[i]).map_err(werr)?;
+        if let Member::File(e) = &members[i] {
+            let fs_path: PathBuf = job.src.join(e.path.as_str());
             copy_verified(
-                store.root(),
-                root,
+                job.store.root(),
+                job.root,
                 &fs_path,
                 e,
-                &mut out,
-                &mut buf,
-                progress,
+                out,
+                buf,
+                job.progress,
             )?;
             out.write_all(&[0u8; tar::BLOCK][..tar::padding(e.size())])
                 .map_err(werr)?;
         }
     }
-    tar::write_end(&mut out).map_err(werr)?;
+    if run.last {
+        tar::write_end(out).map_err(werr)?;
+    }
+    Ok(())
+}
+
+/// Write a gzip layer as one stream (gzip layers are not framed).
+fn build_gzip_layer(
+    job: &LayerJob<'_>,
+    n: u32,
+    members: &[Member<'_>],
+    headers: &[Vec<u8>],
+) -> Result<CachedLayer> {
+    let store = job.store;
+    let blob = store.blob_writer()?;
+    let enc = Compression::Gzip
+        .encoder(blob)
+        .map_err(Error::io("start compressor for", store.root()))?;
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut out = HashingWriter::new(enc);
+    let all = frames::Run {
+        members: 0..members.len(),
+        tar_len: 0,
+        last: true,
+    };
+    write_run(job, members, headers, &all, &mut out, &mut buf)?;
+    let werr = |e: io::Error| Error::Io {
+        op: "write layer blob in",
+        path: store.root().to_path_buf(),
+        source: e,
+    };
     let (enc, diff_id, _) = out.finish();
     let mut blob = enc.finish().map_err(werr)?;
-    contexts.put(ctx);
     if n == 0 {
         let offset = blob.len();
-        write_index_trailer(&mut blob, opts.compression, offset, index_bytes).map_err(werr)?;
+        write_index_trailer(&mut blob, Compression::Gzip, offset, job.index_bytes).map_err(werr)?;
     }
     let (digest, size) = blob.finish()?;
-    let layer = CachedLayer {
+    Ok(CachedLayer {
         diff_id,
         digest,
         size,
-    };
-    if opts.use_cache {
-        cache::layer_put(cache_dir, &key, &layer);
-    }
-    Ok((layer, false))
+    })
 }
 
 /// zstd compression contexts, reused from one layer to the next. Each holds a few MiB (window and

@@ -121,7 +121,7 @@ pub fn layer_put(dir: &Path, key: &blake3::Hash, layer: &CachedLayer) {
 /// Replace `path` with what `fill` writes, through a temporary sibling renamed into place: readers
 /// see the old file or the new one, never a partial write. No fsync: after a crash the file may be
 /// lost or torn, which the parsers above treat as a cache miss.
-fn write_replace(
+pub(crate) fn write_replace(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> std::io::Result<()> {

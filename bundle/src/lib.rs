@@ -20,6 +20,7 @@
 //! | canonical tar | [`tar`] | [`tar::write_header`], [`tar::TarReader`] |
 //! | layer grouping | [`layout`] | [`layout::assign_layers`] |
 //! | compression + index trailer | [`compress`] | [`Compression`], [`compress::LayerEncoding`] |
+//! | zstd layers as runs of frames, frame cache (rebuilds in proportion to the change) | [`frames`] | [`frames::runs`], [`frames::FrameMap`] |
 //! | index rebuilt from re-compressed layers | `rebuild` | (used by [`Bundle::open`]) |
 //! | OCI manifest/config | [`manifest`] | [`Manifest`], [`ImageConfig`] |
 //! | walking a site | [`walk`] | [`walk::walk`], [`WalkOptions`] |
@@ -46,6 +47,7 @@ pub mod digest;
 mod dirfd;
 pub mod error;
 pub mod extract;
+pub mod frames;
 pub mod index;
 mod iotrap;
 pub mod layout;

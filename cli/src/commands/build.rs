@@ -27,12 +27,14 @@ pub fn run(g: &Global, a: BuildArgs) -> Result<u8> {
         print_json(&r)?;
     } else if !g.quiet {
         eprintln!(
-            "built {} files ({}) into {} layers ({} reused, {} compressed); manifest {}",
+            "built {} files ({}) into {} layers ({} reused, {} compressed; {} of {} frames compressed); manifest {}",
             r.files,
             human(r.bytes),
             r.layers,
             r.layers_reused,
             human(r.compressed_bytes),
+            r.frames_compressed,
+            r.frames,
             r.manifest
         );
     }
