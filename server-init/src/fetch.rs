@@ -57,11 +57,13 @@ pub struct Timeouts {
 pub struct Fetched {
     /// Manifest digest.
     pub manifest: Digest,
+    /// The manifest's bytes (checked against `manifest`).
+    pub manifest_bytes: Vec<u8>,
     /// The origin that completed the fetch.
     pub origin: String,
     /// Blobs downloaded (not counting those already staged).
     pub blobs: usize,
-    /// Bytes downloaded.
+    /// Bytes downloaded: the manifest and the blobs that were not staged already.
     pub bytes: u64,
 }
 
@@ -156,6 +158,28 @@ pub async fn resolve_channel(
     })
 }
 
+/// Which blobs a fetch brings into the staging store (those already there are never fetched).
+#[derive(Debug, Clone, Copy)]
+pub enum Select<'a> {
+    /// The config and every layer.
+    All,
+    /// The config and layer 0 only (the directories, symlinks and the index trailer): enough to
+    /// open the bundle and plan a delta install ([`bundle::reuse::plan`]).
+    Skeleton,
+    /// The config, layer 0 and the layers with these numbers.
+    Layers(&'a std::collections::BTreeSet<usize>),
+}
+
+impl Select<'_> {
+    fn wants_layer(&self, k: usize) -> bool {
+        match self {
+            Select::All => true,
+            Select::Skeleton => k == 0,
+            Select::Layers(set) => k == 0 || set.contains(&k),
+        }
+    }
+}
+
 /// Fetch the bundle `want` (manifest digest or bundle id) and all its blobs into `store`, trying
 /// origins in order.
 pub async fn fetch(
@@ -164,15 +188,29 @@ pub async fn fetch(
     store: &Store,
     t: Timeouts,
 ) -> Result<Fetched> {
+    fetch_select(origins, want, store, t, Select::All).await
+}
+
+/// Fetch the bundle `want` (manifest digest or bundle id) and the blobs `select` names into
+/// `store`, trying origins in order. The manifest itself is put into the store only when every
+/// blob it names is there (not for [`Select::Skeleton`]); its checked bytes are returned.
+pub async fn fetch_select(
+    origins: &[Origin],
+    want: &Digest,
+    store: &Store,
+    t: Timeouts,
+    select: Select<'_>,
+) -> Result<Fetched> {
     let mut attempts = Vec::new();
     for o in origins {
-        tracing::info!(origin = %o.name, digest = %want, "fetching");
-        let r = tokio::time::timeout(t.total, fetch_from(o, want, store, t)).await;
+        tracing::info!(origin = %o.name, digest = %want, select = ?select, "fetching");
+        let r = tokio::time::timeout(t.total, fetch_from(o, want, store, t, select)).await;
         let failure = match r {
-            Ok(Ok((manifest, blobs, bytes))) => {
+            Ok(Ok((manifest, manifest_bytes, blobs, bytes))) => {
                 tracing::info!(origin = %o.name, manifest = %manifest, blobs, bytes, "fetched");
                 return Ok(Fetched {
                     manifest,
+                    manifest_bytes,
                     origin: o.name.clone(),
                     blobs,
                     bytes,
@@ -230,7 +268,8 @@ async fn fetch_from(
     want: &Digest,
     store: &Store,
     t: Timeouts,
-) -> std::result::Result<(Digest, usize, u64), OriginFailure> {
+    select: Select<'_>,
+) -> std::result::Result<(Digest, Vec<u8>, usize, u64), OriginFailure> {
     let resolved = resolve_on(o, want, t).await?;
     let manifest = &resolved.manifest;
     // Checked against the manifest digest by the target; check again, it costs nothing and
@@ -269,7 +308,13 @@ async fn fetch_from(
         });
     }
     let mut wanted: Vec<(Digest, u64)> = vec![(m.config.digest, m.config.size)];
-    wanted.extend(m.layers.iter().map(|l| (l.digest, l.size)));
+    wanted.extend(
+        m.layers
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| select.wants_layer(*k))
+            .map(|(_, l)| (l.digest, l.size)),
+    );
     wanted.retain(|(d, _)| !store.has_blob(d));
     wanted.dedup();
     let n = wanted.len();
@@ -278,11 +323,16 @@ async fn fetch_from(
         .buffer_unordered(PARALLEL_BLOBS)
         .try_fold(0u64, |acc, b| async move { Ok(acc + b) })
         .await?;
-    // The manifest goes in last: a staged manifest means every blob was staged before it.
-    store
-        .put_blob(&bytes)
-        .map_err(|e| local_failure("the manifest", e))?;
-    Ok((*manifest, n, total))
+    // The manifest goes in last: a staged manifest means every blob it needs was staged before
+    // it (a delta install needs only some layers: those it does not take from the installed
+    // tree).
+    if !matches!(select, Select::Skeleton) {
+        store
+            .put_blob(&bytes)
+            .map_err(|e| local_failure("the manifest", e))?;
+    }
+    let total = total + bytes.len() as u64;
+    Ok((*manifest, bytes, n, total))
 }
 
 async fn fetch_blob(

@@ -54,6 +54,8 @@ pub struct SiteConfig {
     pub digest: Option<String>,
     /// Origins for this site (default: the top-level ones).
     pub origins: Option<Vec<String>>,
+    /// Versions kept on disk for this site, `current` included (default 2, at most 32).
+    pub keep: Option<usize>,
 }
 
 /// Status of one site after a pass.
@@ -165,6 +167,10 @@ impl SyncConfig {
             origins,
             dest: root.join(name),
             timeouts,
+            keep: s
+                .keep
+                .unwrap_or(crate::install::DEFAULT_KEEP)
+                .clamp(1, crate::install::MAX_KEEP),
         })
     }
 }
