@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bundle::{Digest, Store};
 use futures::{StreamExt, TryStreamExt};
-use replicator::{ChannelRecord, Target};
+use replicator::{ChannelRead, ChannelRecord, Target, Validator};
 
 use crate::error::{chain, Attempt, InitError, Result};
 use crate::logging::redact;
@@ -126,6 +126,68 @@ fn timed_out(what: &str, d: Duration) -> OriginFailure {
     }
 }
 
+/// Channel records read before, with what revalidates them (per origin and channel), so a
+/// sync pass over unchanged sites costs one conditional request each (`304`, no body).
+/// Bounded: when [`MAX_CACHED_CHANNELS`] entries are reached the cache starts over.
+static CHANNEL_CACHE: std::sync::LazyLock<std::sync::Mutex<ChannelCache>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// (origin, channel) → the validator and the record it names.
+type ChannelCache = std::collections::HashMap<(String, String), (Validator, ChannelRecord)>;
+
+/// Most channel records remembered for revalidation (a record is under 1 KiB).
+pub const MAX_CACHED_CHANNELS: usize = 16_384;
+
+fn cached(origin: &str, channel: &str) -> Option<(Validator, ChannelRecord)> {
+    let c = CHANNEL_CACHE.lock().ok()?;
+    c.get(&(origin.to_string(), channel.to_string())).cloned()
+}
+
+fn remember(origin: &str, channel: &str, entry: Option<(Validator, ChannelRecord)>) {
+    let Ok(mut c) = CHANNEL_CACHE.lock() else {
+        return;
+    };
+    let key = (origin.to_string(), channel.to_string());
+    match entry {
+        Some(e) => {
+            if c.len() >= MAX_CACHED_CHANNELS && !c.contains_key(&key) {
+                c.clear();
+            }
+            c.insert(key, e);
+        }
+        None => {
+            c.remove(&key);
+        }
+    }
+}
+
+/// Read `channel` on `o`, revalidating the record read last time when the origin offers
+/// validators (HTTP: `ETag` / `Last-Modified`).
+async fn read_channel_cached(
+    o: &Origin,
+    channel: &str,
+) -> replicator::Result<Option<ChannelRecord>> {
+    let prev = cached(&o.name, channel);
+    match o
+        .target
+        .read_channel_if_changed(channel, prev.as_ref().map(|(v, _)| v))
+        .await?
+    {
+        ChannelRead::Unchanged => match prev {
+            Some((_, rec)) => {
+                tracing::debug!(origin = %o.name, channel, "channel unchanged (304)");
+                Ok(Some(rec))
+            }
+            // Not asked conditionally, so not a real answer: read it plainly.
+            None => o.target.read_channel(channel).await,
+        },
+        ChannelRead::Record { record, validator } => {
+            remember(&o.name, channel, validator.zip(record.clone()));
+            Ok(record)
+        }
+    }
+}
+
 /// Resolve `channel` on the first origin that answers (once: only the digest is used after).
 pub async fn resolve_channel(
     origins: &[Origin],
@@ -135,7 +197,7 @@ pub async fn resolve_channel(
     replicator::channel::validate_channel(channel).map_err(|e| InitError::Usage(chain(&e)))?;
     let mut attempts = Vec::new();
     for o in origins {
-        let r = tokio::time::timeout(t.io, o.target.read_channel(channel)).await;
+        let r = tokio::time::timeout(t.io, read_channel_cached(o, channel)).await;
         let reason = match r {
             Ok(Ok(Some(rec))) => {
                 tracing::info!(origin = %o.name, channel, manifest = %rec.manifest, id = %rec.id, "channel resolved");
