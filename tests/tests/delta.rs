@@ -395,8 +395,7 @@ fn issue_11_delta_failure_mid_delta_leaves_dest_as_before() {
         .layers
         .iter()
         .skip(1)
-        .filter(|l| !old.contains(&l.digest))
-        .next_back()
+        .rfind(|l| !old.contains(&l.digest))
         .expect("v2 has a new layer");
     fs::remove_file(dir.join("blobs/sha256").join(new_layer.digest.hex())).expect("remove blob");
     let before = common::listing(&dest);
