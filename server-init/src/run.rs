@@ -130,9 +130,9 @@ fn already_installed(
     // A success: now (only now) the leftovers of killed runs go, and the pruning of a run
     // killed after its swap is finished.
     dest.drop_other_staging(None);
-    if a.changed {
-        dest.prune_keep(keep);
-    }
+    // Also finishes the pruning of a run killed after its swap (writes nothing when there is
+    // nothing to remove, so a no-change pass stays read-only).
+    dest.prune_keep(keep);
     Ok(Some(Outcome {
         id,
         manifest,
@@ -206,6 +206,12 @@ async fn install_locked(req: &Request, dest: Arc<Dest>) -> Result<Outcome> {
     // 1. Manifest, config, layer 0: enough to open the bundle and see what is already here.
     let sk = fetch::fetch_select(&origins, &key, &store, req.timeouts, Select::Skeleton).await?;
     let (origin, manifest) = (sk.origin.clone(), sk.manifest);
+    // The origin that served the skeleton is tried first for the layers: the ones before it in
+    // the list already failed this run (down, slow), and would cost their timeout again.
+    let mut origins = origins;
+    if let Some(i) = origins.iter().position(|o| o.name == origin) {
+        origins.rotate_left(i);
+    }
     let mut fetched_bytes = sk.bytes;
     let mut layers_fetched = sk.blobs.saturating_sub(1);
     // A pinned digest that was not a manifest digest was a bundle id: the install must be it.
