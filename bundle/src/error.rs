@@ -16,6 +16,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// Extracting with reuse ([`crate::reuse`]): files of these layers in the installed tree did
+    /// not match the index (changed or tampered since they were installed), so the layers must
+    /// be fetched. Nothing was written in the destination.
+    #[error(
+        "installed files of layer(s) {layers:?} do not match the new index: fetch those layers"
+    )]
+    ReuseRejected {
+        /// Layer numbers (1..n) whose installed files cannot be used.
+        layers: Vec<usize>,
+    },
     /// An operating-system call failed on a path.
     #[error("{op} {path}")]
     Io {

@@ -64,6 +64,19 @@ pub fn extract(
     opts: ExtractOptions,
     progress: &dyn Progress,
 ) -> Result<ExtractReport> {
+    extract_with(source, bundle, dest, opts, None, progress)
+}
+
+/// [`extract`], taking the files of the layers `reuse` names from an installed tree instead of
+/// their blobs (which `source` need not hold): see [`crate::reuse`].
+pub(crate) fn extract_with(
+    source: &dyn BlobSource,
+    bundle: &Bundle,
+    dest: &Path,
+    opts: ExtractOptions,
+    reuse: Option<&crate::reuse::Reuse<'_>>,
+    progress: &dyn Progress,
+) -> Result<ExtractReport> {
     let name = dest
         .file_name()
         .and_then(|n| n.to_str())
@@ -138,7 +151,20 @@ pub fn extract(
     let n = bundle.meta.manifest.layers.len();
     let mut order: Vec<usize> = (1..n).collect();
     order.sort_by_key(|&k| std::cmp::Reverse(bundle.meta.manifest.layers[k].size));
+    let rejected = std::sync::Mutex::new(std::collections::BTreeSet::new());
     let bytes = run_layers(source, bundle, &order, |k, lines| {
+        if let Some(r) = reuse.filter(|r| r.layers.contains(&k)) {
+            return crate::reuse::link_layer(r, source, bundle, k, lines, &root, rootd, progress)
+                .map(|outcome| match outcome {
+                    Some(n) => n,
+                    None => {
+                        if let Ok(mut set) = rejected.lock() {
+                            set.insert(k);
+                        }
+                        0
+                    }
+                });
+        }
         check_layer(
             source,
             bundle,
@@ -153,6 +179,13 @@ pub fn extract(
             progress,
         )
     })?;
+    let rejected = rejected.into_inner().unwrap_or_default();
+    if !rejected.is_empty() {
+        // `staging` is dropped here: nothing of this attempt remains.
+        return Err(Error::ReuseRejected {
+            layers: rejected.into_iter().collect(),
+        });
+    }
     layer0(&mut |e| {
         if let KindRef::Symlink { target } = e.kind {
             let rel = e.path;
@@ -262,18 +295,18 @@ impl MemberSink for VerifyAndSkip {
 }
 
 /// Writes members under `root` (reached through `root_fd`).
-struct Writer<'a> {
-    root: &'a Path,
-    root_fd: BorrowedFd<'a>,
-    current: Option<(BufWriter<File>, PathBuf)>,
+pub(crate) struct Writer<'a> {
+    pub(crate) root: &'a Path,
+    pub(crate) root_fd: BorrowedFd<'a>,
+    pub(crate) current: Option<(BufWriter<File>, PathBuf)>,
     /// For a canonical file that reached the filesystem's link limit: the copy new links go to.
-    link_source: HashMap<String, String>,
+    pub(crate) link_source: HashMap<String, String>,
 }
 
 impl Writer<'_> {
     /// Create `rel` for writing: `O_CREAT | O_EXCL | O_NOFOLLOW`, so nothing already there (and
     /// no symlink) is ever written through.
-    fn create(&self, rel: &str, mode: u32) -> Result<File> {
+    pub(crate) fn create(&self, rel: &str, mode: u32) -> Result<File> {
         dirfd::at(self.root_fd, rel, |d, p| {
             rustix::fs::openat(
                 d,
@@ -288,7 +321,7 @@ impl Writer<'_> {
     }
 
     /// The index's exact mode (open's was filtered by the umask) and the content mtime of §5.
-    fn finish_file(&self, f: &File, e: &EntryRef<'_>) -> Result<()> {
+    pub(crate) fn finish_file(&self, f: &File, e: &EntryRef<'_>) -> Result<()> {
         let p = || self.root.join(e.path);
         f.set_permissions(fs::Permissions::from_mode(e.mode()))
             .map_err(|err| Error::io("chmod", p())(err))?;

@@ -28,6 +28,7 @@
 //! | local store | [`store`] | [`Store`] (an OCI image layout), [`BlobSource`] |
 //! | opening | [`reader`] | [`Bundle`] |
 //! | verify / extract / diff | [`verify`](mod@verify), [`extract`](mod@extract), [`diff`](mod@diff) | [`verify()`], [`extract()`], [`diff()`] |
+//! | extract reusing an installed tree's checked files (next deploys) | [`reuse`] | [`reuse::plan`], [`reuse::extract_reusing`] |
 //! | oci-archive | [`archive`] | [`archive::export`], [`archive::import`] |
 //! | chosen contents out of the layers, checked (for publishing) | [`spool`] | [`spool::spool`] |
 //! | progress | [`progress`] | [`Progress`] |
@@ -59,6 +60,7 @@ pub mod pathkey;
 pub mod progress;
 pub mod reader;
 mod rebuild;
+pub mod reuse;
 pub mod spool;
 pub mod store;
 pub mod tar;

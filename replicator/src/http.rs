@@ -14,13 +14,15 @@ use bundle::manifest::KEY_REF_NAME;
 use bundle::store::LayoutIndex;
 use bundle::Digest;
 use bytes::Bytes;
-use reqwest::header::{HeaderValue, RANGE};
+use reqwest::header::{HeaderValue, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RANGE};
 use reqwest::{Method, StatusCode};
 
 use crate::channel::{validate_channel, ChannelRecord, HistoryEvent};
 use crate::error::{Error, Result};
 use crate::net::{self, Http, Request};
-use crate::target::{check_digest, BlobStream, Capabilities, ChannelMode, Target};
+use crate::target::{
+    check_digest, BlobStream, Capabilities, ChannelMode, ChannelRead, Target, Validator,
+};
 
 /// A read-only HTTP(S) origin. It holds no credentials; every answer is read through
 /// [`crate::net`] (capped, paced), and redirects are followed only within the origin it was
@@ -196,6 +198,56 @@ impl Target for HttpTarget {
                 .map_err(|e| self.corrupt(&rel, e)),
             None => Ok(None),
         }
+    }
+
+    /// One conditional `GET` of the channel file (`If-None-Match` with the ETag nginx and CDNs
+    /// send, else `If-Modified-Since`); `304` is [`ChannelRead::Unchanged`]. Redirects follow
+    /// the same rule as every request here (same origin only), and the body has the same cap.
+    async fn read_channel_if_changed(
+        &self,
+        channel: &str,
+        validator: Option<&Validator>,
+    ) -> Result<ChannelRead> {
+        validate_channel(channel)?;
+        let rel = format!("channels/{channel}.json");
+        let mut req = Request::get(self.url(&rel)?, "read channel", rel.clone());
+        if let Some(v) = validator {
+            let (name, value) = match v {
+                Validator::ETag(t) => (IF_NONE_MATCH, t),
+                Validator::LastModified(d) => (IF_MODIFIED_SINCE, d),
+            };
+            if let Ok(h) = HeaderValue::from_str(value) {
+                req = req.header(name, h);
+            }
+        }
+        let r = self.http.send(&req, None).await?;
+        if r.status() == StatusCode::NOT_MODIFIED && validator.is_some() {
+            return Ok(ChannelRead::Unchanged);
+        }
+        if r.status() == StatusCode::NOT_FOUND {
+            return Ok(ChannelRead::Record {
+                record: None,
+                validator: None,
+            });
+        }
+        if !r.status().is_success() {
+            return Err(self.status_error(r, req.op, &req.what).await);
+        }
+        let header = |h| {
+            r.headers()
+                .get(h)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .and_then(Validator::checked)
+        };
+        let next = header(ETAG)
+            .map(Validator::ETag)
+            .or_else(|| header(LAST_MODIFIED).map(Validator::LastModified));
+        let b = net::read_body(r, net::MAX_RECORD, &self.name, "read channel", &rel).await?;
+        let record = serde_json::from_slice(&b).map_err(|e| self.corrupt(&rel, e))?;
+        Ok(ChannelRead::Record {
+            record: Some(record),
+            validator: next,
+        })
     }
 
     async fn list_channels(&self) -> Result<Vec<String>> {

@@ -51,6 +51,7 @@ pub use channel::{Action, ChannelRecord, HistoryEvent};
 pub use error::{Error, Result};
 pub use open::open;
 pub use target::{
-    download_blob, read_blob_verified, BlobStream, Capabilities, ChannelMode, Target,
+    download_blob, read_blob_verified, BlobStream, Capabilities, ChannelMode, ChannelRead, Target,
+    Validator,
 };
 pub use url::TargetUrl;

@@ -38,6 +38,42 @@ use crate::error::{Error, Result};
 /// A blob's bytes as they arrive (not yet verified).
 pub type BlobStream = BoxStream<'static, Result<Bytes>>;
 
+/// What identifies the version of a channel record a target served (an HTTP `ETag`, or its
+/// `Last-Modified`), to revalidate it later ([`Target::read_channel_if_changed`]). Opaque;
+/// at most [`Validator::MAX_LEN`] visible ASCII characters (a longer or odd one is not kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Validator {
+    /// An entity tag, sent back as `If-None-Match`.
+    ETag(String),
+    /// A `Last-Modified` date, sent back as `If-Modified-Since`.
+    LastModified(String),
+}
+
+impl Validator {
+    /// Longest validator kept.
+    pub const MAX_LEN: usize = 256;
+
+    /// A validator from a header value, if it is short, visible ASCII.
+    pub fn checked(v: &str) -> Option<String> {
+        (!v.is_empty() && v.len() <= Self::MAX_LEN && v.bytes().all(|b| (0x20..0x7f).contains(&b)))
+            .then(|| v.to_string())
+    }
+}
+
+/// What [`Target::read_channel_if_changed`] found.
+#[derive(Debug, Clone)]
+pub enum ChannelRead {
+    /// The channel is as the validator says: use the record read with it.
+    Unchanged,
+    /// The channel as read now (`None`: it does not exist), with a validator for next time.
+    Record {
+        /// The record, or `None` when the channel does not exist.
+        record: Option<ChannelRecord>,
+        /// What to send next time, when the target offers it.
+        validator: Option<Validator>,
+    },
+}
+
 /// How a target moves a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -88,6 +124,23 @@ pub trait Target: Send + Sync + std::fmt::Debug {
 
     /// Where a channel points, or `None` if it does not exist.
     async fn read_channel(&self, channel: &str) -> Result<Option<ChannelRecord>>;
+
+    /// Where a channel points, revalidating an earlier read: `validator` is what that read
+    /// returned. [`ChannelRead::Unchanged`] when the target says the channel has not changed
+    /// since (an HTTP origin: one conditional `GET`, answered `304` without a body), which lets
+    /// a sync pass over unchanged sites cost one small request each. The default reads the
+    /// channel again and offers no validator.
+    async fn read_channel_if_changed(
+        &self,
+        channel: &str,
+        validator: Option<&Validator>,
+    ) -> Result<ChannelRead> {
+        let _ = validator;
+        Ok(ChannelRead::Record {
+            record: self.read_channel(channel).await?,
+            validator: None,
+        })
+    }
 
     /// Every channel on this target, sorted.
     async fn list_channels(&self) -> Result<Vec<String>>;

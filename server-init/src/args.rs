@@ -37,6 +37,8 @@ pub const SITEBUNDLE_SYNC_TOKEN: &str = "SITEBUNDLE_SYNC_TOKEN";
 pub const SITEBUNDLE_ALLOWED_HOSTS: &str = "SITEBUNDLE_ALLOWED_HOSTS";
 /// Longest wait for another installer's DEST lock.
 pub const SITEBUNDLE_LOCK_TIMEOUT: &str = "SITEBUNDLE_LOCK_TIMEOUT";
+/// Versions kept on disk for an instant local rollback.
+pub const SITEBUNDLE_KEEP: &str = "SITEBUNDLE_KEEP";
 
 /// Fetch a site bundle by digest from the first healthy origin, verify every byte, and install
 /// it atomically under DEST (nginx serves DEST/current).
@@ -82,6 +84,12 @@ pub struct Args {
     #[arg(long, env = SITEBUNDLE_LOCK_TIMEOUT, default_value = "10m", value_parser = parse_duration)]
     pub lock_timeout: Duration,
 
+    /// Versions kept under DEST after a successful run, `current` included (1 to 32): rolling
+    /// back to any of them is a symlink swap, without network. Sync mode reads each site's `keep`
+    /// from its config (default 2).
+    #[arg(long, env = SITEBUNDLE_KEEP, default_value_t = server_init_keep_default(), value_parser = parse_keep)]
+    pub keep: usize,
+
     /// Log format: one line per step on stderr.
     #[arg(long, env = SITEBUNDLE_LOG_FORMAT, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -125,6 +133,21 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+fn server_init_keep_default() -> usize {
+    crate::install::DEFAULT_KEEP
+}
+
+/// `--keep`: 1 to [`crate::install::MAX_KEEP`].
+pub fn parse_keep(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=crate::install::MAX_KEEP).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?}: give a number of versions from 1 (current only) to {}",
+            crate::install::MAX_KEEP
+        )),
+    }
 }
 
 /// Parse `90`, `90s`, `500ms`, `5m`, `1h` into a duration ([`replicator::env::parse_duration`]).

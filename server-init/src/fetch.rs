@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bundle::{Digest, Store};
 use futures::{StreamExt, TryStreamExt};
-use replicator::{ChannelRecord, Target};
+use replicator::{ChannelRead, ChannelRecord, Target, Validator};
 
 use crate::error::{chain, Attempt, InitError, Result};
 use crate::logging::redact;
@@ -57,11 +57,13 @@ pub struct Timeouts {
 pub struct Fetched {
     /// Manifest digest.
     pub manifest: Digest,
+    /// The manifest's bytes (checked against `manifest`).
+    pub manifest_bytes: Vec<u8>,
     /// The origin that completed the fetch.
     pub origin: String,
     /// Blobs downloaded (not counting those already staged).
     pub blobs: usize,
-    /// Bytes downloaded.
+    /// Bytes downloaded: the manifest and the blobs that were not staged already.
     pub bytes: u64,
 }
 
@@ -124,6 +126,68 @@ fn timed_out(what: &str, d: Duration) -> OriginFailure {
     }
 }
 
+/// Channel records read before, with what revalidates them (per origin and channel), so a
+/// sync pass over unchanged sites costs one conditional request each (`304`, no body).
+/// Bounded: when [`MAX_CACHED_CHANNELS`] entries are reached the cache starts over.
+static CHANNEL_CACHE: std::sync::LazyLock<std::sync::Mutex<ChannelCache>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// (origin, channel) → the validator and the record it names.
+type ChannelCache = std::collections::HashMap<(String, String), (Validator, ChannelRecord)>;
+
+/// Most channel records remembered for revalidation (a record is under 1 KiB).
+pub const MAX_CACHED_CHANNELS: usize = 16_384;
+
+fn cached(origin: &str, channel: &str) -> Option<(Validator, ChannelRecord)> {
+    let c = CHANNEL_CACHE.lock().ok()?;
+    c.get(&(origin.to_string(), channel.to_string())).cloned()
+}
+
+fn remember(origin: &str, channel: &str, entry: Option<(Validator, ChannelRecord)>) {
+    let Ok(mut c) = CHANNEL_CACHE.lock() else {
+        return;
+    };
+    let key = (origin.to_string(), channel.to_string());
+    match entry {
+        Some(e) => {
+            if c.len() >= MAX_CACHED_CHANNELS && !c.contains_key(&key) {
+                c.clear();
+            }
+            c.insert(key, e);
+        }
+        None => {
+            c.remove(&key);
+        }
+    }
+}
+
+/// Read `channel` on `o`, revalidating the record read last time when the origin offers
+/// validators (HTTP: `ETag` / `Last-Modified`).
+async fn read_channel_cached(
+    o: &Origin,
+    channel: &str,
+) -> replicator::Result<Option<ChannelRecord>> {
+    let prev = cached(&o.name, channel);
+    match o
+        .target
+        .read_channel_if_changed(channel, prev.as_ref().map(|(v, _)| v))
+        .await?
+    {
+        ChannelRead::Unchanged => match prev {
+            Some((_, rec)) => {
+                tracing::debug!(origin = %o.name, channel, "channel unchanged (304)");
+                Ok(Some(rec))
+            }
+            // Not asked conditionally, so not a real answer: read it plainly.
+            None => o.target.read_channel(channel).await,
+        },
+        ChannelRead::Record { record, validator } => {
+            remember(&o.name, channel, validator.zip(record.clone()));
+            Ok(record)
+        }
+    }
+}
+
 /// Resolve `channel` on the first origin that answers (once: only the digest is used after).
 pub async fn resolve_channel(
     origins: &[Origin],
@@ -133,7 +197,7 @@ pub async fn resolve_channel(
     replicator::channel::validate_channel(channel).map_err(|e| InitError::Usage(chain(&e)))?;
     let mut attempts = Vec::new();
     for o in origins {
-        let r = tokio::time::timeout(t.io, o.target.read_channel(channel)).await;
+        let r = tokio::time::timeout(t.io, read_channel_cached(o, channel)).await;
         let reason = match r {
             Ok(Ok(Some(rec))) => {
                 tracing::info!(origin = %o.name, channel, manifest = %rec.manifest, id = %rec.id, "channel resolved");
@@ -156,6 +220,28 @@ pub async fn resolve_channel(
     })
 }
 
+/// Which blobs a fetch brings into the staging store (those already there are never fetched).
+#[derive(Debug, Clone, Copy)]
+pub enum Select<'a> {
+    /// The config and every layer.
+    All,
+    /// The config and layer 0 only (the directories, symlinks and the index trailer): enough to
+    /// open the bundle and plan a delta install ([`bundle::reuse::plan`]).
+    Skeleton,
+    /// The config, layer 0 and the layers with these numbers.
+    Layers(&'a std::collections::BTreeSet<usize>),
+}
+
+impl Select<'_> {
+    fn wants_layer(&self, k: usize) -> bool {
+        match self {
+            Select::All => true,
+            Select::Skeleton => k == 0,
+            Select::Layers(set) => k == 0 || set.contains(&k),
+        }
+    }
+}
+
 /// Fetch the bundle `want` (manifest digest or bundle id) and all its blobs into `store`, trying
 /// origins in order.
 pub async fn fetch(
@@ -164,15 +250,29 @@ pub async fn fetch(
     store: &Store,
     t: Timeouts,
 ) -> Result<Fetched> {
+    fetch_select(origins, want, store, t, Select::All).await
+}
+
+/// Fetch the bundle `want` (manifest digest or bundle id) and the blobs `select` names into
+/// `store`, trying origins in order. The manifest itself is put into the store only when every
+/// blob it names is there (not for [`Select::Skeleton`]); its checked bytes are returned.
+pub async fn fetch_select(
+    origins: &[Origin],
+    want: &Digest,
+    store: &Store,
+    t: Timeouts,
+    select: Select<'_>,
+) -> Result<Fetched> {
     let mut attempts = Vec::new();
     for o in origins {
-        tracing::info!(origin = %o.name, digest = %want, "fetching");
-        let r = tokio::time::timeout(t.total, fetch_from(o, want, store, t)).await;
+        tracing::info!(origin = %o.name, digest = %want, select = ?select, "fetching");
+        let r = tokio::time::timeout(t.total, fetch_from(o, want, store, t, select)).await;
         let failure = match r {
-            Ok(Ok((manifest, blobs, bytes))) => {
+            Ok(Ok((manifest, manifest_bytes, blobs, bytes))) => {
                 tracing::info!(origin = %o.name, manifest = %manifest, blobs, bytes, "fetched");
                 return Ok(Fetched {
                     manifest,
+                    manifest_bytes,
                     origin: o.name.clone(),
                     blobs,
                     bytes,
@@ -230,7 +330,8 @@ async fn fetch_from(
     want: &Digest,
     store: &Store,
     t: Timeouts,
-) -> std::result::Result<(Digest, usize, u64), OriginFailure> {
+    select: Select<'_>,
+) -> std::result::Result<(Digest, Vec<u8>, usize, u64), OriginFailure> {
     let resolved = resolve_on(o, want, t).await?;
     let manifest = &resolved.manifest;
     // Checked against the manifest digest by the target; check again, it costs nothing and
@@ -269,7 +370,13 @@ async fn fetch_from(
         });
     }
     let mut wanted: Vec<(Digest, u64)> = vec![(m.config.digest, m.config.size)];
-    wanted.extend(m.layers.iter().map(|l| (l.digest, l.size)));
+    wanted.extend(
+        m.layers
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| select.wants_layer(*k))
+            .map(|(_, l)| (l.digest, l.size)),
+    );
     wanted.retain(|(d, _)| !store.has_blob(d));
     wanted.dedup();
     let n = wanted.len();
@@ -278,11 +385,16 @@ async fn fetch_from(
         .buffer_unordered(PARALLEL_BLOBS)
         .try_fold(0u64, |acc, b| async move { Ok(acc + b) })
         .await?;
-    // The manifest goes in last: a staged manifest means every blob was staged before it.
-    store
-        .put_blob(&bytes)
-        .map_err(|e| local_failure("the manifest", e))?;
-    Ok((*manifest, n, total))
+    // The manifest goes in last: a staged manifest means every blob it needs was staged before
+    // it (a delta install needs only some layers: those it does not take from the installed
+    // tree).
+    if !matches!(select, Select::Skeleton) {
+        store
+            .put_blob(&bytes)
+            .map_err(|e| local_failure("the manifest", e))?;
+    }
+    let total = total + bytes.len() as u64;
+    Ok((*manifest, bytes, n, total))
 }
 
 async fn fetch_blob(

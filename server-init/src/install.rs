@@ -4,8 +4,9 @@
 //! ```text
 //! DEST/
 //!   current -> <id-hex>          symlink; the web server's root is DEST/current
-//!   previous -> <id-hex>         the version before (instant rollback, never pruned)
-//!   <id-hex>/                    complete, verified trees, named by bundle id
+//!   previous -> <id-hex>         the version before (instant rollback; kept while N >= 2)
+//!   <id-hex>/                    complete, verified trees, named by bundle id (the last N)
+//!   .history                     ids made current, oldest first (which N trees to keep)
 //!   .meta/<manifest-hex>         "sha256:<id-hex>": which bundle a manifest digest installed
 //!   .staging-<manifest-hex>/     blob staging store (an OCI layout) while fetching
 //!   .<id-hex>.sitebundle-*/      `bundle::extract`'s own staging while extracting
@@ -33,6 +34,18 @@
 //! When DEST cannot be written (a read-only mount, or a directory this user may not write), the
 //! run continues without a lock and succeeds only if what is asked is already installed and
 //! current (nothing to write); anything else fails with exit 4, naming the reason.
+//!
+//! ## Keeping the last N versions
+//! Every time `current` moves, the new id is appended to `.history` (bounded to
+//! [`HISTORY_LINES`] lines). After a successful run, [`Dest::prune_keep`] keeps `current`,
+//! `previous` (when N >= 2) and the most recently current other trees up to N in all, and removes
+//! the rest; `current` is never removed, whatever N is. N = 1 also removes the `previous` link.
+//! Rolling back to any kept tree is a symlink swap, without network.
+//!
+//! ## Next deploys
+//! [`Dest::install_reusing`] extracts the new bundle taking the files of the layers the `current`
+//! tree already holds from it ([`bundle::reuse`]: each file checked against the new index, linked
+//! or copied, checked again), so only the other layers are fetched.
 //!
 //! ## Why a SIGKILL at any point is harmless
 //! - A name `DEST/<id-hex>` comes into existence only by `rename` of a fully extracted, verified
@@ -73,6 +86,14 @@ pub const STAGING_PREFIX: &str = ".staging-";
 pub const TRASH_PREFIX: &str = ".trash-";
 /// Prefix of temporary symlinks.
 pub const LINK_TMP_PREFIX: &str = ".link-";
+/// The history file (ids made current, oldest first).
+pub const HISTORY_FILE: &str = ".history";
+/// Lines kept in the history file.
+pub const HISTORY_LINES: usize = 64;
+/// Trees kept by default: `current` and `previous`.
+pub const DEFAULT_KEEP: usize = 2;
+/// Most trees a run may be asked to keep (each is a full copy of a site, less hard links).
+pub const MAX_KEEP: usize = 32;
 /// Default time a run waits for another installer's lock.
 pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(600);
 /// How often a waiting run says it is still waiting.
@@ -531,6 +552,27 @@ impl Dest {
         expected_id: Option<&Digest>,
         progress: &dyn Progress,
     ) -> Result<Digest> {
+        match self.install_reusing(store, manifest, expected_id, None, progress)? {
+            Installed::Tree(id) => Ok(id),
+            Installed::Rejected(layers) => Err(InitError::from_bundle(
+                *manifest,
+                bundle::Error::ReuseRejected { layers },
+            )),
+        }
+    }
+
+    /// [`Dest::install`], taking the files of the layers in `reuse` from an installed tree
+    /// ([`bundle::reuse::extract_reusing`]); their blobs need not be staged. When an installed
+    /// file does not match the new index, nothing is written and the layers to fetch are
+    /// returned ([`Installed::Rejected`]).
+    pub fn install_reusing(
+        &self,
+        store: &Store,
+        manifest: &Digest,
+        expected_id: Option<&Digest>,
+        reuse: Option<&bundle::reuse::Reuse<'_>>,
+        progress: &dyn Progress,
+    ) -> Result<Installed> {
         let bundle =
             Bundle::open(store, manifest).map_err(|e| InitError::from_bundle(*manifest, e))?;
         let id = bundle.id();
@@ -551,21 +593,27 @@ impl Dest {
             // Noted first: extract removes its own staging on failure, we remove the tree if it
             // appeared and a later step fails.
             self.note(Undo::Tree(tree.clone()));
-            bundle::extract(
-                store,
-                &bundle,
-                &tree,
-                ExtractOptions {
-                    replace: false,
-                    sync: true,
-                },
-                progress,
-            )
-            .map_err(|e| InitError::from_bundle(id, e))?;
+            let opts = ExtractOptions {
+                replace: false,
+                sync: true,
+            };
+            let r = match reuse {
+                Some(r) if !r.layers.is_empty() => {
+                    bundle::reuse::extract_reusing(store, &bundle, &tree, opts, r, progress)
+                }
+                _ => bundle::extract(store, &bundle, &tree, opts, progress),
+            };
+            match r {
+                Ok(_) => {}
+                Err(bundle::Error::ReuseRejected { layers }) => {
+                    return Ok(Installed::Rejected(layers))
+                }
+                Err(e) => return Err(InitError::from_bundle(id, e)),
+            }
         }
         self.record_manifest(manifest, &id)?;
         self.sync_dir()?;
-        Ok(id)
+        Ok(Installed::Tree(id))
     }
 
     fn record_manifest(&self, manifest: &Digest, id: &Digest) -> Result<()> {
@@ -617,9 +665,44 @@ impl Dest {
         }
         pause_point("previous-swapped");
         self.swap_link(CURRENT, id)?;
+        self.append_history(id)?;
         Ok(Activation {
             previous: old,
             changed: true,
+        })
+    }
+
+    /// Ids made current, oldest first (bounded read; unreadable lines are skipped).
+    pub fn history(&self) -> Vec<Digest> {
+        let mut buf = Vec::new();
+        let limit = (HISTORY_LINES as u64 + 1) * 80;
+        let _ = File::open(self.root.join(HISTORY_FILE))
+            .and_then(|f| f.take(limit).read_to_end(&mut buf));
+        String::from_utf8_lossy(&buf)
+            .lines()
+            .filter_map(|l| format!("sha256:{}", l.trim()).parse().ok())
+            .collect()
+    }
+
+    /// Append `id` to the history (noted for [`Dest::rollback`]), keeping the last lines.
+    fn append_history(&self, id: &Digest) -> Result<()> {
+        let path = self.root.join(HISTORY_FILE);
+        let mut ids = self.history();
+        ids.retain(|d| d != id);
+        ids.push(*id);
+        let skip = ids.len().saturating_sub(HISTORY_LINES);
+        let body: String = ids[skip..]
+            .iter()
+            .map(|d| format!("{}\n", d.hex()))
+            .collect();
+        match fs::read(&path) {
+            Ok(old) => self.note(Undo::Replaced(path.clone(), old)),
+            Err(_) => self.note(Undo::File(path.clone())),
+        }
+        bundle::store::write_atomic(&path, body.as_bytes()).map_err(|e| InitError::Local {
+            op: "write history",
+            path: path.clone(),
+            source: std::io::Error::other(crate::error::chain(&e)),
         })
     }
 
@@ -655,18 +738,49 @@ impl Dest {
             .map_err(InitError::local("sync", &self.root))
     }
 
-    /// Remove every tree but `current` and `previous`, their stale manifest records, and the
-    /// leftovers of killed runs. Returns the ids removed. Errors are logged, not returned: a
-    /// failed prune leaves extra files, never a broken install. Only after a successful run.
+    /// [`Dest::prune_keep`] with [`DEFAULT_KEEP`] (`current` and `previous`).
     pub fn prune(&self) -> Vec<Digest> {
+        self.prune_keep(DEFAULT_KEEP)
+    }
+
+    /// The trees [`Dest::prune_keep`] keeps: `current`, `previous` (when `n` >= 2), then the most
+    /// recently current others, `n` in all (at least `current`).
+    pub fn kept(&self, n: usize) -> Vec<Digest> {
+        let mut keep: Vec<Digest> = Vec::new();
+        let add = |d: Option<Digest>, keep: &mut Vec<Digest>| {
+            if let Some(d) = d {
+                if !keep.contains(&d) && self.tree(&d).is_dir() {
+                    keep.push(d);
+                }
+            }
+        };
+        add(self.current(), &mut keep);
+        if n >= 2 {
+            add(self.previous(), &mut keep);
+        }
+        for d in self.history().into_iter().rev() {
+            if keep.len() >= n {
+                break;
+            }
+            add(Some(d), &mut keep);
+        }
+        keep
+    }
+
+    /// Remove every tree but the last `n` ([`Dest::kept`]; `current` always stays), their stale
+    /// manifest records, and the leftovers of killed runs. Returns the ids removed. Errors are
+    /// logged, not returned: a failed prune leaves extra files, never a broken install. Only
+    /// after a successful run.
+    pub fn prune_keep(&self, n: usize) -> Vec<Digest> {
         let mut removed = Vec::new();
         if self.read_only.is_some() {
             return removed;
         }
-        let keep: Vec<Digest> = [self.current(), self.previous()]
-            .into_iter()
-            .flatten()
-            .collect();
+        let keep = self.kept(n.max(1));
+        if n <= 1 && self.previous().is_some() && self.previous() != self.current() {
+            // Keeping one tree: `previous` would point at nothing.
+            let _ = fs::remove_file(self.root.join(PREVIOUS));
+        }
         let Ok(rd) = fs::read_dir(&self.root) else {
             return removed;
         };
@@ -763,6 +877,16 @@ impl Dest {
         };
         r.map_err(|e| format!("remove {}: {e}", path.display()))
     }
+}
+
+/// What [`Dest::install_reusing`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Installed {
+    /// The tree of this bundle id is installed (now or before).
+    Tree(Digest),
+    /// Installed files of these layers did not match the new index: nothing was written; fetch
+    /// them and install again.
+    Rejected(Vec<usize>),
 }
 
 /// Why [`Dest::lock`] failed.

@@ -88,12 +88,16 @@ async fn dispatch(args: Args) -> Result<ExitStatus, InitError> {
         origins,
         dest: args.dest.clone(),
         timeouts,
+        keep: args.keep,
     })
     .await?;
     tracing::info!(
         id = %out.id,
         manifest = %run::show(out.manifest),
         changed = out.changed,
+        fetched_bytes = out.fetched_bytes,
+        layers_fetched = out.layers_fetched,
+        layers_reused = out.layers_reused,
         origin = %out.origin.as_deref().unwrap_or("none (already installed)"),
         ms = started.elapsed().as_millis() as u64,
         dest = %args.dest.display(),

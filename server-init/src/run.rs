@@ -5,17 +5,25 @@
 //!    ends: no network, no origin needs to be up (a restarted pod starts instantly).
 //! 2. A channel is resolved once, on the first origin that answers; from then on only its digest
 //!    is used. A pinned digest is never replaced by a channel.
-//! 3. Blobs are fetched into `DEST/.staging-<manifest>/` ([`crate::fetch`]), then
-//!    [`install::Dest::install`] extracts and verifies into `DEST/<id>/`, then `current` swaps,
-//!    then older trees are pruned (the previous one is kept for rollback).
+//! 3. The manifest, config and layer 0 (the index) are fetched into `DEST/.staging-<manifest>/`
+//!    ([`crate::fetch`]); the bundle is opened (manifest → config → index, all checked), and the
+//!    layers the `current` tree already holds are found ([`bundle::reuse::plan`]: every file of
+//!    the layer checked against the new index). Only the other layers are fetched
+//!    ([`fetch::Select::Layers`]). Then [`install::Dest::install_reusing`] extracts and verifies
+//!    into `DEST/<id>/`, linking the reused files from the current tree and checking each again;
+//!    a file that no longer matches makes its layers fetched and the extraction start over. A
+//!    bundle that cannot be opened from its layer 0 alone (a re-compressed copy without the index
+//!    trailer) is fetched whole. Then `current` swaps, then older trees are pruned (the last
+//!    [`Request::keep`] are kept for rollback).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bundle::Digest;
+use bundle::{Bundle, Digest, Store};
 
 use crate::error::{InitError, Result};
-use crate::fetch::{self, Origin, Timeouts};
+use crate::fetch::{self, Origin, Select, Timeouts};
 use crate::install::{self, pause_point, Dest};
 
 /// What to install.
@@ -38,6 +46,8 @@ pub struct Request {
     pub dest: PathBuf,
     /// Per-origin limits.
     pub timeouts: Timeouts,
+    /// Trees kept on disk after a successful run (`current` included; at least 1).
+    pub keep: usize,
 }
 
 /// What a run did.
@@ -53,6 +63,12 @@ pub struct Outcome {
     pub previous: Option<Digest>,
     /// The origin the bundle came from (None: already installed).
     pub origin: Option<String>,
+    /// Bytes downloaded by this run (manifest and blobs; 0 when nothing was fetched).
+    pub fetched_bytes: u64,
+    /// Layers downloaded by this run.
+    pub layers_fetched: usize,
+    /// Layers whose files were taken from the installed tree instead (checked against the index).
+    pub layers_reused: usize,
 }
 
 /// A digest or "none", for logs.
@@ -97,6 +113,7 @@ fn already_installed(
     dest: &Dest,
     digest: &Digest,
     manifest: Option<Digest>,
+    keep: usize,
 ) -> Result<Option<Outcome>> {
     let Some(id) = dest.installed_id(digest) else {
         return Ok(None);
@@ -113,13 +130,18 @@ fn already_installed(
     // A success: now (only now) the leftovers of killed runs go, and the pruning of a run
     // killed after its swap is finished.
     dest.drop_other_staging(None);
-    dest.prune();
+    // Also finishes the pruning of a run killed after its swap (writes nothing when there is
+    // nothing to remove, so a no-change pass stays read-only).
+    dest.prune_keep(keep);
     Ok(Some(Outcome {
         id,
         manifest,
         changed: a.changed,
         previous: a.previous,
         origin: None,
+        fetched_bytes: 0,
+        layers_fetched: 0,
+        layers_reused: 0,
     }))
 }
 
@@ -144,8 +166,8 @@ pub async fn install_one(req: Request) -> Result<Outcome> {
 
 async fn install_locked(req: &Request, dest: Arc<Dest>) -> Result<Outcome> {
     if let Want::Digest(d) = &req.want {
-        let (d, dest) = (*d, dest.clone());
-        if let Some(o) = blocking(move || already_installed(&dest, &d, None)).await? {
+        let (d, dest, keep) = (*d, dest.clone(), req.keep);
+        if let Some(o) = blocking(move || already_installed(&dest, &d, None, keep)).await? {
             return Ok(o);
         }
     }
@@ -160,8 +182,8 @@ async fn install_locked(req: &Request, dest: Arc<Dest>) -> Result<Outcome> {
         Want::Digest(d) => (*d, None),
         Want::Channel(c) => {
             let rec = fetch::resolve_channel(&origins, c, req.timeouts).await?;
-            let (m, id, d) = (rec.manifest, rec.id, dest.clone());
-            if let Some(o) = blocking(move || already_installed(&d, &m, Some(m))).await? {
+            let (m, id, d, keep) = (rec.manifest, rec.id, dest.clone(), req.keep);
+            if let Some(o) = blocking(move || already_installed(&d, &m, Some(m), keep)).await? {
                 return Ok(o);
             }
             if let Some(reason) = dest.read_only() {
@@ -180,34 +202,146 @@ async fn install_locked(req: &Request, dest: Arc<Dest>) -> Result<Outcome> {
     let key = manifest;
     let d = dest.clone();
     let store = blocking(move || d.staging_store(&key)).await?;
-    let fetched = fetch::fetch(&origins, &key, &store, req.timeouts).await?;
-    let origin = fetched.origin.clone();
-    let manifest = fetched.manifest;
+    let store = Arc::new(store);
+    // 1. Manifest, config, layer 0: enough to open the bundle and see what is already here.
+    let sk = fetch::fetch_select(&origins, &key, &store, req.timeouts, Select::Skeleton).await?;
+    let (origin, manifest) = (sk.origin.clone(), sk.manifest);
+    // The origin that served the skeleton is tried first for the layers: the ones before it in
+    // the list already failed this run (down, slow), and would cost their timeout again.
+    let mut origins = origins;
+    if let Some(i) = origins.iter().position(|o| o.name == origin) {
+        origins.rotate_left(i);
+    }
+    let mut fetched_bytes = sk.bytes;
+    let mut layers_fetched = sk.blobs.saturating_sub(1);
     // A pinned digest that was not a manifest digest was a bundle id: the install must be it.
     let expected_id = expected_id.or((manifest != key).then_some(key));
-    blocking(move || {
-        pause_point("fetched");
-        let started = std::time::Instant::now();
-        let id = dest.install(&store, &manifest, expected_id.as_ref(), &bundle::NoProgress)?;
-        tracing::info!(id = %id, manifest = %manifest, ms = started.elapsed().as_millis() as u64, "extracted and verified");
-        pause_point("extracted");
-        let a = dest.activate(&id)?;
-        tracing::info!(id = %id, previous = %show(a.previous), link = %dest.root().join(install::CURRENT).display(), "current swapped");
-        pause_point("current-swapped");
-        dest.commit();
-        let pruned = dest.prune();
-        if !pruned.is_empty() {
-            tracing::info!(removed = %pruned.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","), "pruned old trees");
-        }
-        dest.drop_staging(&key);
-        dest.drop_other_staging(None);
-        Ok(Outcome {
-            id,
-            manifest: Some(manifest),
-            changed: a.changed,
-            previous: a.previous,
-            origin: Some(origin),
+    let (d, st, mb) = (dest.clone(), store.clone(), sk.manifest_bytes.clone());
+    let plan = blocking(move || Ok(plan_reuse(&d, &st, &mb))).await?;
+    let (mut reuse, n_layers) = match plan {
+        Some((tree, layers, n)) => (Some((tree, layers)), n),
+        None => (None, 0),
+    };
+    let mut select: BTreeSet<usize> = (1..n_layers)
+        .filter(|k| !reuse.as_ref().is_some_and(|(_, r)| r.contains(k)))
+        .collect();
+    loop {
+        // 2. The layers not taken from the installed tree (all of them without a plan).
+        let f = match &reuse {
+            Some(_) => {
+                fetch::fetch_select(
+                    &origins,
+                    &manifest,
+                    &store,
+                    req.timeouts,
+                    Select::Layers(&select),
+                )
+                .await?
+            }
+            None => {
+                fetch::fetch_select(&origins, &manifest, &store, req.timeouts, Select::All).await?
+            }
+        };
+        fetched_bytes += f.bytes;
+        layers_fetched += f.blobs;
+        // 3. Extract (reusing), verify, swap.
+        let (d, st, ru) = (dest.clone(), store.clone(), reuse.clone());
+        let installed = blocking(move || {
+            pause_point("fetched");
+            let started = std::time::Instant::now();
+            let r = ru.as_ref().map(|(tree, layers)| bundle::reuse::Reuse {
+                tree: tree.as_path(),
+                layers: layers.clone(),
+            });
+            let out = d.install_reusing(&st, &manifest, expected_id.as_ref(), r.as_ref(), &bundle::NoProgress)?;
+            if let install::Installed::Tree(id) = &out {
+                tracing::info!(id = %id, manifest = %manifest, ms = started.elapsed().as_millis() as u64, reused_layers = r.as_ref().map_or(0, |r| r.layers.len()), "extracted and verified");
+            }
+            Ok(out)
         })
-    })
-    .await
+        .await?;
+        match installed {
+            install::Installed::Tree(id) => {
+                let layers_reused = reuse.as_ref().map_or(0, |(_, l)| l.len());
+                let keep = req.keep;
+                return blocking(move || {
+                    pause_point("extracted");
+                    let a = dest.activate(&id)?;
+                    tracing::info!(id = %id, previous = %show(a.previous), link = %dest.root().join(install::CURRENT).display(), "current swapped");
+                    pause_point("current-swapped");
+                    dest.commit();
+                    let pruned = dest.prune_keep(keep);
+                    if !pruned.is_empty() {
+                        tracing::info!(removed = %pruned.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","), "pruned old trees");
+                    }
+                    dest.drop_staging(&key);
+                    dest.drop_other_staging(None);
+                    Ok(Outcome {
+                        id,
+                        manifest: Some(manifest),
+                        changed: a.changed,
+                        previous: a.previous,
+                        origin: Some(origin),
+                        fetched_bytes,
+                        layers_fetched,
+                        layers_reused,
+                    })
+                })
+                .await;
+            }
+            install::Installed::Rejected(bad) => {
+                // Installed files changed since the plan (or were tampered with): never trusted,
+                // their layers are fetched; the set of reused layers only shrinks, so this ends.
+                tracing::warn!(layers = ?bad, "installed files do not match the new index: fetching those layers");
+                if let Some((_, layers)) = reuse.as_mut() {
+                    for k in &bad {
+                        layers.remove(k);
+                    }
+                }
+                select = bad.into_iter().collect();
+                if reuse.as_ref().is_some_and(|(_, l)| l.is_empty()) {
+                    reuse = None;
+                }
+            }
+        }
+    }
+}
+
+/// Which layers of the bundle with manifest bytes `manifest_bytes` (config and layer 0 staged in
+/// `store`) the `current` tree of `dest` holds: the tree, those layers, and the layer count.
+/// `None` (fetch everything) when there is no current tree, or the bundle cannot be opened from
+/// layer 0 alone (no index trailer: a re-compressed copy), or nothing is reusable; the full
+/// fetch then reports any real fault.
+fn plan_reuse(
+    dest: &Dest,
+    store: &Store,
+    manifest_bytes: &[u8],
+) -> Option<(PathBuf, BTreeSet<usize>, usize)> {
+    let bundle = match Bundle::from_manifest_bytes(store, manifest_bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::info!(reason = %crate::error::chain(&e), "bundle not readable from layer 0 alone: fetching every layer");
+            return None;
+        }
+    };
+    let n = bundle.meta.manifest.layers.len();
+    let cur = dest.current()?;
+    let tree = dest.tree(&cur);
+    if cur == bundle.id() {
+        return None;
+    }
+    let started = std::time::Instant::now();
+    let layers = bundle::reuse::plan(store, &bundle, &tree, |k| {
+        store.has_blob(&bundle.meta.manifest.layers[k].digest)
+    });
+    match layers {
+        Ok(l) => {
+            tracing::info!(from = %cur, reusable = l.len(), layers = n, ms = started.elapsed().as_millis() as u64, "delta plan");
+            (!l.is_empty()).then_some((tree, l, n))
+        }
+        Err(e) => {
+            tracing::info!(reason = %crate::error::chain(&e), "delta plan failed: fetching every layer");
+            None
+        }
+    }
 }

@@ -98,6 +98,8 @@ pub struct SiteConfig {
     pub channels: Option<String>,
     /// Origins for this site (default: the top-level ones).
     pub origins: Option<Vec<String>>,
+    /// Versions kept on disk for this site, `current` included (default 2, at most 32).
+    pub keep: Option<usize>,
 }
 
 /// One site to install in a pass.
@@ -274,6 +276,10 @@ impl SyncConfig {
             origins,
             dest: root.join(name),
             timeouts,
+            keep: s
+                .keep
+                .unwrap_or(crate::install::DEFAULT_KEEP)
+                .clamp(1, crate::install::MAX_KEEP),
         })
     }
 }

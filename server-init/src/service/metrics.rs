@@ -6,7 +6,7 @@
 //! | `sitebundle_sync_site_last_success_timestamp_seconds` | gauge | `site` |
 //! | `sitebundle_sync_site_duration_seconds` | gauge: the last sync's time | `site` |
 //! | `sitebundle_sync_site_syncs_total`, `_failures_total`, `_swaps_total` | counter | `site` |
-//! | `sitebundle_sync_site_bytes_fetched_total` | counter (0 until the installer reports bytes) | `site` |
+//! | `sitebundle_sync_site_bytes_fetched_total` | counter (bytes downloaded by syncs) | `site` |
 //! | `sitebundle_sync_site_info` | gauge 1, the bundle id and digest served | `site`, `bundle_id`, `digest` |
 //! | `sitebundle_sync_pass_duration_seconds` | histogram | |
 //! | `sitebundle_sync_passes_total`, `sitebundle_sync_config_reloads_total`, `sitebundle_sync_config_errors_total` | counter | |

@@ -30,7 +30,7 @@
 //! "bytes_fetched", "duration_ms", "syncs", "failures", "swaps"}}, "previews": {SITE: {"pattern",
 //! "channels", "error", "pending_removal"}}, "recent_swaps": [{"site", "from", "to", "at"}]}`.
 //! `id`/`bundle_id` are the bundle id served, `manifest`/`digest` its manifest digest.
-//! `bytes_fetched` is `null` until the installer reports it.
+//! `bytes_fetched` is what the last sync downloaded (`null` before the first success).
 
 pub mod http;
 pub mod metrics;
@@ -332,8 +332,10 @@ impl State {
                 s.origin = o.origin.clone().or(s.origin.take());
                 s.last_success = Some(now.clone());
                 s.last_success_unix = Some(unix_now());
-                // The installer's outcome does not report bytes yet; kept `null` until it does.
-                s.bytes_fetched = None;
+                // What this sync downloaded (0 when nothing changed; a delta install fetches
+                // only the layers the installed tree lacks).
+                s.bytes_fetched = Some(o.fetched_bytes);
+                s.bytes_fetched_total += o.fetched_bytes;
                 if o.changed {
                     s.swaps += 1;
                     self.swaps.push_back(Swap {

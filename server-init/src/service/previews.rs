@@ -65,6 +65,11 @@ pub async fn expand(
                         origins,
                         dest: root.join(&folder),
                         timeouts,
+                        // A preview keeps what its site entry keeps.
+                        keep: s
+                            .keep
+                            .unwrap_or(crate::install::DEFAULT_KEEP)
+                            .clamp(1, crate::install::MAX_KEEP),
                     })
                     .map_err(|e| chain(&e));
                 jobs.push(Job {
