@@ -17,6 +17,11 @@ use bytes::Bytes;
 use reqwest::header::{HeaderValue, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RANGE};
 use reqwest::{Method, StatusCode};
 
+/// How long a channel record must have been unchanged when served for its validator to be kept
+/// (see `read_channel_if_changed` below): more than the one-second granularity of
+/// `Last-Modified` and of nginx's ETags.
+const VALIDATOR_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+
 use crate::channel::{validate_channel, ChannelRecord, HistoryEvent};
 use crate::error::{Error, Result};
 use crate::net::{self, Http, Request};
@@ -239,9 +244,30 @@ impl Target for HttpTarget {
                 .and_then(|v: &HeaderValue| v.to_str().ok())
                 .and_then(Validator::checked)
         };
+        // A validator is kept only for a record that had not changed for a while when it was
+        // served: nginx's ETag (like Last-Modified) is made of the mtime in whole seconds and
+        // the size, and two channel records of one channel have the same size, so a record
+        // rewritten within the same second as the one we read would answer 304 with the old
+        // record (a channel moved right after a push was missed). The same "too recent to
+        // validate" rule HTTP caches use; without it the next read is a plain GET.
+        let settled = {
+            let date = |h| {
+                r.headers()
+                    .get(h)
+                    .and_then(|v: &HeaderValue| v.to_str().ok())
+                    .and_then(|v| httpdate::parse_http_date(v).ok())
+            };
+            let served = date(reqwest::header::DATE).unwrap_or_else(std::time::SystemTime::now);
+            date(LAST_MODIFIED).is_some_and(|m| {
+                served
+                    .duration_since(m)
+                    .is_ok_and(|age| age >= VALIDATOR_MIN_AGE)
+            })
+        };
         let next = header(ETAG)
             .map(Validator::ETag)
-            .or_else(|| header(LAST_MODIFIED).map(Validator::LastModified));
+            .or_else(|| header(LAST_MODIFIED).map(Validator::LastModified))
+            .filter(|_| settled);
         let b = net::read_body(r, net::MAX_RECORD, &self.name, "read channel", &rel).await?;
         let record = serde_json::from_slice(&b).map_err(|e| self.corrupt(&rel, e))?;
         Ok(ChannelRead::Record {

@@ -250,23 +250,28 @@ pub async fn fetch(
     store: &Store,
     t: Timeouts,
 ) -> Result<Fetched> {
-    fetch_select(origins, want, store, t, Select::All).await
+    fetch_select(origins, want, store, t, Select::All, None).await
 }
 
 /// Fetch the bundle `want` (manifest digest or bundle id) and the blobs `select` names into
 /// `store`, trying origins in order. The manifest itself is put into the store only when every
 /// blob it names is there (not for [`Select::Skeleton`]); its checked bytes are returned.
+///
+/// `known`: the manifest's bytes when an earlier fetch of this run already resolved and checked
+/// them (the skeleton); they are used again (after checking they hash to `want`) instead of
+/// resolving `want` on the origin a second time.
 pub async fn fetch_select(
     origins: &[Origin],
     want: &Digest,
     store: &Store,
     t: Timeouts,
     select: Select<'_>,
+    known: Option<&[u8]>,
 ) -> Result<Fetched> {
     let mut attempts = Vec::new();
     for o in origins {
         tracing::info!(origin = %o.name, digest = %want, select = ?select, "fetching");
-        let r = tokio::time::timeout(t.total, fetch_from(o, want, store, t, select)).await;
+        let r = tokio::time::timeout(t.total, fetch_from(o, want, store, t, select, known)).await;
         let failure = match r {
             Ok(Ok((manifest, manifest_bytes, blobs, bytes))) => {
                 tracing::info!(origin = %o.name, manifest = %manifest, blobs, bytes, "fetched");
@@ -331,12 +336,18 @@ async fn fetch_from(
     store: &Store,
     t: Timeouts,
     select: Select<'_>,
+    known: Option<&[u8]>,
 ) -> std::result::Result<(Digest, Vec<u8>, usize, u64), OriginFailure> {
-    let resolved = resolve_on(o, want, t).await?;
-    let manifest = &resolved.manifest;
+    let (manifest, bytes) = match known.filter(|b| Digest::of(b) == *want) {
+        Some(b) => (*want, b.to_vec()),
+        None => {
+            let resolved = resolve_on(o, want, t).await?;
+            (resolved.manifest, resolved.bytes.to_vec())
+        }
+    };
+    let manifest = &manifest;
     // Checked against the manifest digest by the target; check again, it costs nothing and
     // trusts no one.
-    let bytes = resolved.bytes.to_vec();
     let found = Digest::of(&bytes);
     if found != *manifest {
         return Err(bundle::Error::DigestMismatch {

@@ -204,7 +204,8 @@ async fn install_locked(req: &Request, dest: Arc<Dest>) -> Result<Outcome> {
     let store = blocking(move || d.staging_store(&key)).await?;
     let store = Arc::new(store);
     // 1. Manifest, config, layer 0: enough to open the bundle and see what is already here.
-    let sk = fetch::fetch_select(&origins, &key, &store, req.timeouts, Select::Skeleton).await?;
+    let sk =
+        fetch::fetch_select(&origins, &key, &store, req.timeouts, Select::Skeleton, None).await?;
     let (origin, manifest) = (sk.origin.clone(), sk.manifest);
     // The origin that served the skeleton is tried first for the layers: the ones before it in
     // the list already failed this run (down, slow), and would cost their timeout again.
@@ -235,11 +236,20 @@ async fn install_locked(req: &Request, dest: Arc<Dest>) -> Result<Outcome> {
                     &store,
                     req.timeouts,
                     Select::Layers(&select),
+                    Some(&sk.manifest_bytes),
                 )
                 .await?
             }
             None => {
-                fetch::fetch_select(&origins, &manifest, &store, req.timeouts, Select::All).await?
+                fetch::fetch_select(
+                    &origins,
+                    &manifest,
+                    &store,
+                    req.timeouts,
+                    Select::All,
+                    Some(&sk.manifest_bytes),
+                )
+                .await?
             }
         };
         fetched_bytes += f.bytes;
