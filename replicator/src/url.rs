@@ -104,8 +104,33 @@ pub fn redact(raw: &str) -> String {
     }
 }
 
-fn clean_prefix(p: &str) -> String {
+/// A prefix or repository path without leading or trailing `/`.
+pub(crate) fn clean_prefix(p: &str) -> String {
     p.trim_matches('/').to_string()
+}
+
+/// Parse a target URL, refusing credentials, a query or a fragment (the places a secret would
+/// ride along); every message names the URL redacted. `where_credentials_go` ends the
+/// credentials message: where this kind of target takes them instead.
+pub(crate) fn parse_without_secrets(
+    raw: &str,
+    where_credentials_go: &str,
+) -> Result<url::Url, Error> {
+    let bad = |reason: String| Error::InvalidUrl {
+        url: redact(raw),
+        reason,
+    };
+    let u = url::Url::parse(raw).map_err(|e| bad(e.to_string()))?;
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(bad(format!(
+            "credentials in a URL are refused; give them through the environment \
+             ({where_credentials_go})"
+        )));
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(bad("query strings and fragments are not used".into()));
+    }
+    Ok(u)
 }
 
 impl FromStr for TargetUrl {
@@ -116,16 +141,10 @@ impl FromStr for TargetUrl {
             url: redact(raw),
             reason: reason.to_string(),
         };
-        let u = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
-        if !u.username().is_empty() || u.password().is_some() {
-            return Err(bad(
-                "credentials in a URL are refused; give them through the environment \
-                 (SITEBUNDLE_REGISTRY_USER/PASSWORD, docker config, or the cloud provider chain)",
-            ));
-        }
-        if u.query().is_some() || u.fragment().is_some() {
-            return Err(bad("query strings and fragments are not used"));
-        }
+        let u = parse_without_secrets(
+            raw,
+            "SITEBUNDLE_REGISTRY_USER/PASSWORD, docker config, or the cloud provider chain",
+        )?;
         let host = || {
             u.host_str()
                 .filter(|h| !h.is_empty())

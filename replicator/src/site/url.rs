@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::error::Error;
-use crate::url::redact;
+use crate::url::{clean_prefix, parse_without_secrets, redact};
 
 /// A parsed website target URL.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -81,10 +81,6 @@ pub fn is_site_url(raw: &str) -> bool {
         .is_some_and(|(scheme, _)| scheme.ends_with("+site"))
 }
 
-fn clean_prefix(p: &str) -> String {
-    p.trim_matches('/').to_string()
-}
-
 impl FromStr for SiteUrl {
     type Err = Error;
 
@@ -101,16 +97,7 @@ impl FromStr for SiteUrl {
         }) {
             return Err(bad("a prefix has no . or .. segments"));
         }
-        let u = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
-        if !u.username().is_empty() || u.password().is_some() {
-            return Err(bad(
-                "credentials in a URL are refused; give them through the environment \
-                 (the cloud provider chain)",
-            ));
-        }
-        if u.query().is_some() || u.fragment().is_some() {
-            return Err(bad("query strings and fragments are not used"));
-        }
+        let u = parse_without_secrets(raw, "the cloud provider chain")?;
         let host = || {
             u.host_str()
                 .filter(|h| !h.is_empty())
