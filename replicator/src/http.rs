@@ -46,13 +46,18 @@ impl HttpTarget {
     pub fn new(base: url::Url) -> Result<HttpTarget> {
         let name = base.to_string();
         let ca = net::extra_ca()?;
-        let client = net::client_builder(
-            ca.as_ref().map(|(_, pem)| pem.as_slice()),
-            ca.as_ref().map_or("", |(path, _)| path.as_str()),
-        )?
-        .no_proxy()
-        .build()
-        .map_err(|e| net::backend(&name, "set up client for", "", e))?;
+        let pem = ca.as_ref().map(|(_, pem)| pem.as_slice());
+        let key = crate::clients::key(&[
+            b"http-origin",
+            crate::clients::ca_marker(pem),
+            pem.unwrap_or_default(),
+        ]);
+        let client = crate::clients::get(&key, || {
+            net::client_builder(pem, ca.as_ref().map_or("", |(path, _)| path.as_str()))?
+                .no_proxy()
+                .build()
+                .map_err(|e| net::backend(&name, "set up client for", "", e))
+        })?;
         let http = Http::new(client, base.clone(), name.clone());
         Ok(HttpTarget { name, base, http })
     }

@@ -19,6 +19,7 @@
 //! | registry credentials | [`auth`] | [`auth::resolve`] |
 //! | the distribution API client | [`registry`] | [`registry::Registry`] |
 //! | bounded reads, rates, redirects, credential scope | [`net`] | [`net::collect`], [`net::Pace`], [`net::Http`], [`net::SafeConnector`] |
+//! | one HTTP client per set of settings for the process (sync: 1,000 sites, one certificate load) | [`clients`] | [`clients::enable`], [`clients::get`] |
 //! | which hosts may be reached (SSRF guard), on every hop | [`allow`] | [`allow::AllowList`], [`allow::set`] |
 //! | environment | [`env`](mod@env) | every `SITEBUNDLE_*` variable |
 //! | CPU work boundary | [`blocking`] | [`blocking::run`] |
@@ -31,6 +32,7 @@ pub mod allow;
 pub mod auth;
 pub mod blocking;
 pub mod channel;
+pub mod clients;
 pub mod env;
 pub mod error;
 pub mod http;

@@ -614,10 +614,6 @@ impl object_store::client::HttpConnector for SafeConnector {
         options: &object_store::ClientOptions,
     ) -> object_store::Result<object_store::client::HttpClient> {
         use object_store::ClientConfigKey as K;
-        let fail = |e: reqwest::Error| object_store::Error::Generic {
-            store: "HTTP client",
-            source: Box::new(e),
-        };
         let policy = reqwest::redirect::Policy::custom(|attempt| {
             let Some(first) = attempt.previous().first() else {
                 return attempt.stop();
@@ -634,6 +630,50 @@ impl object_store::client::HttpConnector for SafeConnector {
                 Err(reason) => attempt.error(format!("refused a redirect {reason}")),
             }
         });
+        // Every option read below is part of the key, so one set of options gets one client.
+        let settings = [
+            K::AllowHttp,
+            K::AllowInvalidCertificates,
+            K::Timeout,
+            K::ConnectTimeout,
+            K::ReadTimeout,
+            K::PoolIdleTimeout,
+            K::UserAgent,
+            K::ProxyUrl,
+            K::ProxyExcludes,
+            K::Http1Only,
+            K::Http2Only,
+        ]
+        .map(|k| options.get_config_value(&k));
+        let mut parts: Vec<&[u8]> = vec![b"object-store"];
+        for v in &settings {
+            match v {
+                Some(v) => parts.extend([b"set".as_slice(), v.as_bytes()]),
+                None => parts.push(b"unset"),
+            }
+        }
+        let key = crate::clients::key(&parts);
+        let client = crate::clients::get(&key, || self.build(options, policy)).map_err(|e| {
+            object_store::Error::Generic {
+                store: "HTTP client",
+                source: Box::new(e),
+            }
+        })?;
+        Ok(object_store::client::HttpClient::new(client))
+    }
+}
+
+impl SafeConnector {
+    fn build(
+        &self,
+        options: &object_store::ClientOptions,
+        policy: reqwest::redirect::Policy,
+    ) -> Result<reqwest::Client> {
+        use object_store::ClientConfigKey as K;
+        let fail = |e: reqwest::Error| Error::Config {
+            what: "object store HTTP client".into(),
+            reason: e.to_string(),
+        };
         let mut b = reqwest::Client::builder()
             .redirect(policy)
             .https_only(!option_flag(options, K::AllowHttp))
@@ -668,8 +708,7 @@ impl object_store::client::HttpConnector for SafeConnector {
         if option_flag(options, K::Http2Only) {
             b = b.http2_prior_knowledge();
         }
-        let client = b.build().map_err(fail)?;
-        Ok(object_store::client::HttpClient::new(client))
+        b.build().map_err(fail)
     }
 }
 

@@ -186,9 +186,16 @@ impl Registry {
                     url: name.to_string(),
                     reason: e.to_string(),
                 })?;
-        let client = net::client_builder(ca_pem, "SITEBUNDLE_REGISTRY_CA")?
-            .build()
-            .map_err(|e| net::backend(name, "set up client for", "", e))?;
+        let key = crate::clients::key(&[
+            b"registry",
+            crate::clients::ca_marker(ca_pem),
+            ca_pem.unwrap_or_default(),
+        ]);
+        let client = crate::clients::get(&key, || {
+            net::client_builder(ca_pem, "SITEBUNDLE_REGISTRY_CA")?
+                .build()
+                .map_err(|e| net::backend(name, "set up client for", "", e))
+        })?;
         let token_hosts = var(env::SITEBUNDLE_REGISTRY_TOKEN_HOSTS)
             .map(|v| {
                 v.split(',')

@@ -13,6 +13,9 @@ use server_init::{logging, service, InitError};
 fn main() -> ExitCode {
     let args = Args::parse();
     logging::init(args.log_format);
+    // One runtime for the life of the process: targets may share HTTP clients (one certificate
+    // load and one keep-alive pool per origin host for every site of a sync pass).
+    replicator::clients::enable();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
