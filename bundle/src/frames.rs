@@ -246,10 +246,12 @@ impl FrameMap {
         });
     }
 
-    /// Whether a frame table for `blob` exists (a blob built before this cache existed has
-    /// none, and a layer reused from the layer cache keeps its table).
-    pub fn has_table(dir: &Path, blob: &Digest) -> bool {
-        table_path(dir, blob).is_file()
+    /// The number of frames in the table of `blob`, if it has one: a blob built before this
+    /// cache existed has none (and is not reused), and a layer reused from the layer cache keeps
+    /// its table.
+    pub fn table_len(dir: &Path, blob: &Digest) -> Option<usize> {
+        let t = fs::read(table_path(dir, blob)).ok()?;
+        Some(t.iter().filter(|&&b| b == b'\n').count())
     }
 
     /// Record which blobs the build of `site` just wrote or reused (best effort).

@@ -146,12 +146,23 @@ impl Index {
 
     /// The canonical byte encoding (see the module docs and `spec/format.md`).
     pub fn encode(&self) -> Vec<u8> {
+        use std::fmt::Write as _;
+        // Written in place (no string per line): on a 53,000-entry index the per-line
+        // `format!` and hex strings were a tenth of a rebuild with nothing changed.
         let mut out = String::with_capacity(self.entries.len() * 128);
         out.push_str(INDEX_HEADER);
         out.push('\n');
+        let mut hex = [0u8; 64];
         for e in &self.entries {
-            let hash = e.hash().map(|h| h.hex()).unwrap_or_else(|| "-".to_string());
-            out.push_str(&format!(
+            let hash = match e.hash() {
+                Some(h) => match hex::encode_to_slice(h.0, &mut hex) {
+                    Ok(()) => std::str::from_utf8(&hex).unwrap_or("-"),
+                    Err(_) => "-",
+                },
+                None => "-",
+            };
+            let _ = write!(
+                out,
                 "{}\t{:o}\t{}\t{}\t{}\t{}",
                 e.type_code(),
                 e.mode(),
@@ -159,7 +170,7 @@ impl Index {
                 e.layer,
                 hash,
                 e.path
-            ));
+            );
             if let EntryKind::Symlink { target } = &e.kind {
                 out.push('\t');
                 out.push_str(target);

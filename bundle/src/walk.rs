@@ -14,6 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use regex::RegexSet;
@@ -76,13 +77,69 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked, Error> {
     // Everything below the root is reached relative to this handle (see `crate::dirfd`): a
     // site path joined to the root's path may be longer than PATH_MAX.
     let root_fd = dirfd::open_dir_path(root).map_err(Error::io("open", root))?;
+    let ctx = Ctx {
+        root,
+        root_fd: root_fd.as_fd(),
+        canon_root: &canon_root,
+        exclude: &exclude,
+        opts,
+    };
+    // Level by level, the directories of a level read in parallel (rayon): on a 53,000-file
+    // site the walk was a third of a rebuild with nothing changed, almost all of it `statx`.
+    // Not recursive, so a tree 2,000 directories deep does not grow a worker's stack. The
+    // order (each level's directories in sorted order, each directory's entries sorted) does
+    // not depend on the scheduling: the index is sorted again anyway, and the file cache keys
+    // on it only to be fast.
     let mut out = Walked::default();
-    let mut stack: Vec<Option<SitePath>> = vec![None];
-    while let Some(site_dir) = stack.pop() {
+    let mut level: Vec<Option<SitePath>> = vec![None];
+    while !level.is_empty() {
+        let read: Vec<Result<DirOut, Error>> = level.par_iter().map(|d| ctx.read_dir(d)).collect();
+        let mut next = Vec::new();
+        for r in read {
+            let d = r?;
+            out.dirs.extend(d.dirs.iter().cloned());
+            out.symlinks.extend(d.symlinks);
+            out.files.extend(d.files);
+            out.warnings.extend(d.warnings);
+            next.extend(d.dirs.into_iter().map(Some));
+        }
+        level = next;
+    }
+    if out.files.is_empty() {
+        return Err(Error::SourceEmpty {
+            path: root.to_path_buf(),
+        });
+    }
+    Ok(out)
+}
+
+/// What the walk shares between the directories it reads.
+struct Ctx<'a> {
+    root: &'a Path,
+    root_fd: BorrowedFd<'a>,
+    canon_root: &'a Path,
+    exclude: &'a Excluder,
+    opts: &'a WalkOptions,
+}
+
+/// The entries of one directory; its subdirectories are in `dirs`, to be read next.
+#[derive(Default)]
+struct DirOut {
+    dirs: Vec<SitePath>,
+    symlinks: Vec<(SitePath, String)>,
+    files: Vec<WalkedFile>,
+    warnings: Vec<String>,
+}
+
+impl Ctx<'_> {
+    /// Read the directory `site_dir` (the root for `None`): refuse what the walk refuses, stat
+    /// the rest.
+    fn read_dir(&self, site_dir: &Option<SitePath>) -> Result<DirOut, Error> {
+        let mut out = DirOut::default();
         let rel = site_dir.as_ref().map(|d| d.as_str()).unwrap_or("");
-        let dir = root.join(rel);
+        let dir = self.root.join(rel);
         let dir_fd =
-            dirfd::open_dir(root_fd.as_fd(), rel).map_err(Error::io("read directory", &dir))?;
+            dirfd::open_dir(self.root_fd, rel).map_err(Error::io("read directory", &dir))?;
         let mut children: Vec<OsString> = Vec::new();
         for entry in rustix::fs::Dir::read_from(&dir_fd)
             .map_err(|e| Error::io("read directory", &dir)(e.into()))?
@@ -95,9 +152,6 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked, Error> {
         }
         children.sort();
         let mut normalized: HashMap<String, String> = HashMap::new();
-        // Subdirectories are pushed in reverse so they pop in sorted order (cosmetic: the index
-        // is sorted again anyway).
-        let mut subdirs = Vec::new();
         // Distinct names can only collide under NFC if one of them is not already in NFC: in
         // the usual directory (all NFC) skip building the normalized map.
         let check_nfc = !children
@@ -112,7 +166,7 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked, Error> {
                 Some(d) => d.join(name)?,
                 None => SitePath::new(name)?,
             };
-            if exclude.is_excluded(path.as_str()) {
+            if self.exclude.is_excluded(path.as_str()) {
                 out.warnings.push(format!("excluded {path}"));
                 continue;
             }
@@ -134,8 +188,7 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked, Error> {
             let ft = FileType::from_raw_mode(st.st_mode);
             match ft {
                 FileType::Directory => {
-                    out.dirs.push(path.clone());
-                    subdirs.push(Some(path));
+                    out.dirs.push(path);
                 }
                 FileType::RegularFile => {
                     out.files.push(WalkedFile {
@@ -153,8 +206,8 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked, Error> {
                 }
                 FileType::Symlink => {
                     match check_symlink(
-                        root_fd.as_fd(),
-                        &canon_root,
+                        self.root_fd,
+                        self.canon_root,
                         &dir_fd,
                         rel,
                         name,
@@ -162,7 +215,7 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked, Error> {
                         &path,
                     ) {
                         Ok(target) => out.symlinks.push((path, target)),
-                        Err(e @ Error::BadSymlink { .. }) if opts.drop_bad_symlinks => {
+                        Err(e @ Error::BadSymlink { .. }) if self.opts.drop_bad_symlinks => {
                             out.warnings.push(format!("dropped {e}"));
                         }
                         Err(e) => return Err(e),
@@ -183,14 +236,8 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walked, Error> {
                 }
             }
         }
-        stack.extend(subdirs.into_iter().rev());
+        Ok(out)
     }
-    if out.files.is_empty() {
-        return Err(Error::SourceEmpty {
-            path: root.to_path_buf(),
-        });
-    }
-    Ok(out)
 }
 
 /// Check a symlink: relative, lexically inside the site, and its target (followed through any
