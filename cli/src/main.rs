@@ -1,6 +1,25 @@
 //! `sitebundle`: parse the arguments, run one command from `commands/`, report errors with a hint
 //! and an exit code (see `args::EXIT_CODES`).
 
+/// `println!` for this crate (defined before the modules, so it shadows std's in all of them):
+/// see [`stdout_line`].
+macro_rules! println {
+    () => {
+        $crate::stdout_line(format_args!(""), true)
+    };
+    ($($arg:tt)*) => {
+        $crate::stdout_line(format_args!($($arg)*), true)
+    };
+}
+
+/// `print!` for this crate: see [`stdout_line`].
+#[allow(unused_macros)]
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::stdout_line(format_args!($($arg)*), false)
+    };
+}
+
 mod args;
 mod commands;
 mod progress;
@@ -16,5 +35,27 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => ExitCode::from(report::report(&e)),
+    }
+}
+
+/// Write to stdout. When the reader has gone (`sitebundle inspect | head`, a pager that quit),
+/// end the command quietly with exit 0, as a Unix tool killed by SIGPIPE would end, instead of
+/// std's `println!` panicking with "failed printing to stdout". A command cut this way leaves
+/// its targets as every interrupted command does: two-phase writes are either whole or not
+/// visible. Any other write error is reported on stderr and exits 6 (local I/O).
+fn stdout_line(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let r = out
+        .write_fmt(args)
+        .and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) })
+        .and_then(|()| out.flush());
+    match r {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: cannot write to standard output: {e}");
+            std::process::exit(6);
+        }
     }
 }

@@ -320,3 +320,40 @@ fn invalid_tag_is_refused_before_anything_is_written() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad tag!"));
     assert_store_untouched(home.path());
 }
+
+/// A reader that goes away (`sitebundle inspect | head`, a pager that quit) ends every printing
+/// command quietly with exit 0; std's `println!` used to panic with "failed printing to
+/// stdout: Broken pipe" and exit 101.
+#[test]
+fn stdout_closed_by_the_reader_ends_quietly_not_with_a_panic() {
+    use std::process::Stdio;
+    let home = tempfile::tempdir().unwrap();
+    let site = tempfile::tempdir().unwrap();
+    sample_site(site.path());
+    let id = build(home.path(), site.path(), &["--tag", "t"]);
+    for args in [
+        vec!["inspect", "t"],
+        vec!["inspect", "--json", "t"],
+        vec!["ls", "t"],
+        vec!["list"],
+        vec!["verify", "t"],
+        vec!["diff", id.as_str(), "t"],
+    ] {
+        let mut child = std::process::Command::new(bin_path())
+            .env("SITEBUNDLE_HOME", home.path())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the read end before the command writes anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}

@@ -926,3 +926,52 @@ fn issue_8_9_nginx_as_another_user_serves_a_file_target() {
         assert_eq!(get(p), "200", "nginx (as nobody) cannot serve {p}");
     }
 }
+
+// ---- a directory target's own small files are read with their caps -------------------------
+
+/// A directory target shared with another writer may hold a huge `channels/<name>.json` or
+/// `index.json`. The channel swap read both with `fs::read`, without a cap; it now refuses them
+/// past the caps remote readers use (64 KiB, 4 MiB), naming the file, before reading them whole,
+/// and before moving the channel. The files here are sparse 8 GiB files: read whole, the push
+/// would take minutes and gigabytes.
+#[test]
+fn dir_target_swap_refuses_oversized_channel_record_and_index() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let home = work.path().join("store");
+    let site = work.path().join("site");
+    sample_site(&site);
+    build(&home, &site, &["--tag", "v1"]);
+    write(&site, "index.html", b"<p>v2</p>");
+    build(&home, &site, &["--tag", "v2"]);
+    let target = work.path().join("origin");
+    let url = format!("file://{}", target.display());
+    let push = |tag: &str| {
+        outcome(
+            sb(&home)
+                .args(["push", tag, "--target", &url, "--channel", "prod"])
+                .timeout(std::time::Duration::from_secs(60)),
+        )
+    };
+    let (code, _, err) = push("v1");
+    assert_eq!(code, Some(0), "{err}");
+    let v1_record = fs::read(target.join("channels/prod.json")).expect("record");
+    for file in ["channels/prod.json", "index.json"] {
+        let path = target.join(file);
+        let keep = fs::read(&path).expect("read the real file");
+        fs::File::create(&path)
+            .and_then(|f| f.set_len(8 << 30))
+            .expect("sparse file");
+        // The channel names v1: moving it to v2 needs the swap.
+        let (code, _, err) = push("v2");
+        assert_ne!(code, Some(0), "{file}: push over an 8 GiB file succeeded");
+        assert!(
+            err.contains(file) && err.contains("larger than"),
+            "{file}: the error does not name the file and its cap:\n{err}"
+        );
+        fs::write(&path, &keep).expect("restore");
+        let rec = fs::read(target.join("channels/prod.json")).expect("record");
+        assert_eq!(rec, v1_record, "{file}: the failed push moved the channel");
+    }
+    let (code, _, err) = push("v2");
+    assert_eq!(code, Some(0), "{err}");
+}

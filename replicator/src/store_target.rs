@@ -44,6 +44,7 @@ use object_store::{
 
 use crate::channel::{validate_channel, ChannelRecord, HistoryEvent};
 use crate::error::{Error, Result};
+use crate::net;
 use crate::resolve::{Found, IdRecord};
 use crate::target::{check_digest, BlobStream, Capabilities, ChannelMode, Target};
 
@@ -317,17 +318,15 @@ fn dir_record_id(root: &FsPath, new: &IdRecord) -> Result<()> {
         path: lock_path.clone(),
         source: e.into(),
     })?;
-    let path = root.join(crate::resolve::id_record_key(&new.id));
-    match std::fs::read(&path) {
-        Ok(b) => {
-            if let Ok(r) = serde_json::from_slice::<IdRecord>(&b) {
-                if r.id == new.id && !r.yields_to(new) {
-                    return Ok(());
-                }
+    let key = crate::resolve::id_record_key(&new.id);
+    let path = root.join(&key);
+    // A record too large to be one is replaced like an unreadable one.
+    if let Ok(Some(b)) = read_small(&path, net::MAX_RECORD, "", &key) {
+        if let Ok(r) = serde_json::from_slice::<IdRecord>(&b) {
+            if r.id == new.id && !r.yields_to(new) {
+                return Ok(());
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("read", &path)(e)),
     }
     let body = serde_json::to_vec_pretty(new).map_err(|e| Error::Task(e.to_string()))?;
     write_atomic(&path, &body)?;
@@ -375,14 +374,14 @@ fn dir_swap(
         source: e.into(),
     })?;
     let path = dir.join(format!("{channel}.json"));
-    let current: Option<ChannelRecord> = match std::fs::read(&path) {
-        Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| Error::Corrupt {
+    let what = format!("channels/{channel}.json");
+    let current: Option<ChannelRecord> = match read_small(&path, net::MAX_RECORD, name, &what)? {
+        Some(b) => Some(serde_json::from_slice(&b).map_err(|e| Error::Corrupt {
             target: name.to_string(),
-            what: format!("channels/{channel}.json"),
+            what,
             reason: e.to_string(),
         })?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Error::io("read", &path)(e)),
+        None => None,
     };
     if current.as_ref().map(|r| r.manifest) != expected.map(|r| r.manifest) {
         return Err(Error::ChannelConflict {
@@ -392,24 +391,45 @@ fn dir_swap(
             found: ChannelRecord::describe(current.as_ref()),
         });
     }
-    let body = serde_json::to_vec_pretty(new).map_err(|e| Error::Task(e.to_string()))?;
-    write_atomic(&path, &body)?;
-    // index.json: same lock, so concurrent swaps of different channels keep each other's entries.
+    // index.json: same lock, so concurrent swaps of different channels keep each other's
+    // entries. Read before the record is written, so an unreadable index fails the swap with
+    // the channel unmoved.
     let ipath = root.join("index.json");
-    let mut idx = match std::fs::read(&ipath) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::Corrupt {
+    let mut idx = match read_small(&ipath, net::MAX_INDEX_JSON, name, "index.json")? {
+        Some(b) => serde_json::from_slice(&b).map_err(|e| Error::Corrupt {
             target: name.to_string(),
             what: "index.json".into(),
             reason: e.to_string(),
         })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => LayoutIndex::default(),
-        Err(e) => return Err(Error::io("read", &ipath)(e)),
+        None => LayoutIndex::default(),
     };
+    let body = serde_json::to_vec_pretty(new).map_err(|e| Error::Task(e.to_string()))?;
+    write_atomic(&path, &body)?;
     set_index_entry(&mut idx, channel, new);
     let body = serde_json::to_vec_pretty(&idx).map_err(|e| Error::Task(e.to_string()))?;
     write_atomic(&ipath, &body)?;
     drop(lock);
     Ok(())
+}
+
+/// Read one of the directory target's own small files (a channel record, `index.json`, an id
+/// record) with the cap a remote reader applies to it: a directory shared with other writers
+/// may hold anything, and a swap must not read a huge file into memory. `None` when absent.
+fn read_small(path: &FsPath, max: u64, target: &str, what: &str) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", path)(e)),
+    };
+    let mut buf = Vec::new();
+    f.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(Error::io("read", path))?;
+    if buf.len() as u64 > max {
+        return Err(net::too_large(target, what, max));
+    }
+    Ok(Some(buf))
 }
 
 /// Write a file by temporary file + fsync + rename + directory fsync. Its mode follows the umask
