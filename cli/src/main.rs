@@ -48,14 +48,45 @@ fn stdout_line(args: std::fmt::Arguments<'_>, newline: bool) {
     let mut out = std::io::stdout().lock();
     let r = out
         .write_fmt(args)
-        .and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) })
+        .and_then(|()| {
+            if newline {
+                out.write_all(b"\n")
+            } else {
+                Ok(())
+            }
+        })
         .and_then(|()| out.flush());
-    match r {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        Err(e) => {
-            eprintln!("error: cannot write to standard output: {e}");
-            std::process::exit(6);
-        }
+    if let Err(e) = r {
+        stdout_failed(e);
+        std::process::exit(6);
+    }
+}
+
+/// The rule of [`stdout_line`] for a failed write to stdout: exit 0 at once when the reader
+/// has gone; otherwise print the error and give it back.
+fn stdout_failed(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to standard output: {e}");
+    e
+}
+
+/// A buffered stdout for commands that stream many lines (`ls`), under the rule of
+/// [`stdout_line`].
+pub(crate) struct Stdout(std::io::BufWriter<std::io::StdoutLock<'static>>);
+
+impl Stdout {
+    pub(crate) fn new() -> Stdout {
+        Stdout(std::io::BufWriter::new(std::io::stdout().lock()))
+    }
+}
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(stdout_failed)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(stdout_failed)
     }
 }

@@ -962,8 +962,10 @@ fn dir_target_swap_refuses_oversized_channel_record_and_index() {
             .and_then(|f| f.set_len(8 << 30))
             .expect("sparse file");
         // The channel names v1: moving it to v2 needs the swap.
-        let (code, _, err) = push("v2");
+        let (code, out, err) = push("v2");
         assert_ne!(code, Some(0), "{file}: push over an 8 GiB file succeeded");
+        // The per-target report (stdout) or the error (stderr) names the file and its cap.
+        let err = format!("{out}{err}");
         assert!(
             err.contains(file) && err.contains("larger than"),
             "{file}: the error does not name the file and its cap:\n{err}"

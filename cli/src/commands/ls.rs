@@ -9,7 +9,7 @@ use crate::args::Global;
 pub fn run(g: &Global, reference: &str) -> Result<u8> {
     let store = open_store(g)?;
     let b = open_bundle(&store, reference)?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = crate::Stdout::new();
     use std::io::Write;
     // Streamed from the index, one entry at a time (an index can list millions).
     if g.json {
