@@ -327,8 +327,8 @@ fn invalid_tag_is_refused_before_anything_is_written() {
 #[test]
 fn stdout_closed_by_the_reader_ends_quietly_not_with_a_panic() {
     use std::process::Stdio;
-    let home = tempfile::tempdir().unwrap();
-    let site = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().expect("tempdir");
+    let site = tempfile::tempdir().expect("tempdir");
     sample_site(site.path());
     let id = build(home.path(), site.path(), &["--tag", "t"]);
     for args in [
@@ -345,10 +345,10 @@ fn stdout_closed_by_the_reader_ends_quietly_not_with_a_panic() {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap();
+            .expect("spawn sitebundle");
         // Close the read end before the command writes anything.
         drop(child.stdout.take());
-        let out = child.wait_with_output().unwrap();
+        let out = child.wait_with_output().expect("wait");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
