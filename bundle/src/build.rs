@@ -181,7 +181,9 @@ pub fn build(
         })
         .collect();
     progress.finish();
-    // The loaded entries are not needed any more; `save` writes the new ones.
+    // The loaded entries are not needed any more; `save` writes the new ones, unless they are
+    // the same.
+    let cache_unchanged = file_cache.unchanged(walked.files.len());
     file_cache.release_loaded();
     let mut entries =
         Vec::with_capacity(walked.dirs.len() + walked.symlinks.len() + walked.files.len());
@@ -342,7 +344,7 @@ pub fn build(
         let blobs: Vec<Digest> = manifest.layers.iter().map(|l| l.digest).collect();
         FrameMap::save_site(&cache_dir, &canon, &blobs);
     }
-    if opts.use_cache {
+    if opts.use_cache && !cache_unchanged {
         file_cache.save(
             walked
                 .files

@@ -43,6 +43,9 @@ pub struct FileCache {
     records: Vec<usize>,
     /// Path to record index, built on the first lookup whose position does not match.
     by_path: std::sync::OnceLock<HashMap<Box<[u8]>, usize>>,
+    /// Lookups that hit the record at their own position: when every record was hit so, the
+    /// file would be written again byte for byte ([`FileCache::unchanged`]).
+    in_place: std::sync::atomic::AtomicUsize,
     path: Option<PathBuf>,
 }
 
@@ -106,7 +109,14 @@ impl FileCache {
             (p == path.as_bytes() && s == *stamp).then_some(h)
         };
         match self.record(i) {
-            Some(r) if r.0 == path.as_bytes() => hit(r),
+            Some(r) if r.0 == path.as_bytes() => {
+                let h = hit(r);
+                if h.is_some() {
+                    self.in_place
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                h
+            }
             _ if self.records.is_empty() => None,
             _ => {
                 let map = self.by_path.get_or_init(|| {
@@ -119,6 +129,13 @@ impl FileCache {
                     .and_then(hit)
             }
         }
+    }
+
+    /// Whether the walk's `files` files were each found, stamp and all, at their own position,
+    /// and there are no others: saving them would write the same file again.
+    pub fn unchanged(&self, files: usize) -> bool {
+        self.records.len() == files
+            && self.in_place.load(std::sync::atomic::Ordering::Relaxed) == files
     }
 
     /// Drop the entries loaded from disk (after the hash pass they are not needed, and on a
@@ -231,6 +248,18 @@ mod tests {
         assert_eq!(c.get(0, "new.html", &stamp(0)), None);
         let other = FileCache::load(dir.path(), &dir.path().join("other"));
         assert_eq!(other.get(0, "a.html", &stamp(0)), None);
+        // Every record hit in place: saving would write the same file.
+        let c = FileCache::load(dir.path(), &site);
+        for (i, p) in names.iter().enumerate() {
+            assert!(c.get(i, p, &stamp(i as u64)).is_some());
+        }
+        assert!(c.unchanged(3));
+        assert!(!c.unchanged(4), "a file more");
+        let c = FileCache::load(dir.path(), &site);
+        assert!(c.get(0, "a.html", &stamp(0)).is_some());
+        assert!(c.get(1, "b/c.css", &stamp(5)).is_none());
+        assert!(c.get(2, "é.png", &stamp(2)).is_some());
+        assert!(!c.unchanged(3), "a changed stamp");
     }
 
     #[test]

@@ -257,13 +257,13 @@ impl FrameMap {
     /// Record which blobs the build of `site` just wrote or reused (best effort).
     pub fn save_site(dir: &Path, site: &Path, blobs: &[Digest]) {
         let _ = fs::create_dir_all(dir);
+        let text: String = blobs.iter().map(|b| format!("{b}\n")).collect();
         for path in [site_list_path(dir, site), dir.join(LAST_LIST)] {
-            let _ = crate::cache::write_replace(&path, |w| {
-                for b in blobs {
-                    writeln!(w, "{b}")?;
-                }
-                Ok(())
-            });
+            // Unchanged after a rebuild with nothing new: not written again.
+            if fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+                continue;
+            }
+            let _ = crate::cache::write_replace(&path, |w| w.write_all(text.as_bytes()));
         }
     }
 }

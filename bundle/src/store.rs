@@ -441,8 +441,13 @@ impl Store {
             }
         })?;
         let mut idx = self.layout_index()?;
+        let before = serde_json::to_vec_pretty(&idx).unwrap_or_default();
         f(&mut idx);
         let bytes = serde_json::to_vec_pretty(&idx).unwrap_or_default();
+        if bytes == before {
+            // Nothing changed (a rebuild of what is already there): no rewrite, no fsync.
+            return Ok(());
+        }
         write_atomic(&self.root.join("index.json"), &bytes)
         // The lock is released when `_lock` is dropped.
     }
