@@ -1137,6 +1137,69 @@ fn issue_11_a_preview_channel_appears_then_is_removed_after_its_grace() {
     assert_eq!(svc.terminate(), 0);
 }
 
+/// The marker the service writes: `server_init::service::previews::GONE_MARKER`.
+const GONE_MARKER: &str = ".sitebundle-gone-since";
+
+/// A service restarted more often than `preview_grace` never removed a deleted preview: the
+/// time its channel went was kept in memory only, so every restart started the grace again. It
+/// is now written into the folder ([`GONE_MARKER`]): here the service is down for longer
+/// than the grace, and the first pass after the restart removes the folder.
+#[test]
+fn issue_11_a_preview_gone_before_a_restart_is_removed_after_its_first_grace() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let origins = Origins::new(work.path());
+    let shop = origins.target(Kind::Dir, "shop");
+    push(&shop, 1, "pr-1");
+    push(&shop, 2, "pr-2");
+    let cfg = work.path().join("sites.toml");
+    write_config(
+        &cfg,
+        &format!(
+            "allowed_hosts = [\"file://{}/\"]\npreview_grace = \"3s\"\n\
+             [sites.shop]\nchannels = \"pr-*\"\norigins = [\"{o}\"]\n",
+            origins.dir.display(),
+            o = origins.url(Kind::Dir, "shop"),
+        ),
+    );
+    let root = work.path().join("sites");
+    let token = token_file(work.path());
+    let args = ["--token-file", token.to_str().expect("utf-8")];
+    let mut svc = Service::start(work.path(), &cfg, &root, &args);
+    svc.wait_for("readiness", Duration::from_secs(30), |s| {
+        get(&s.addr, "/readyz").0 == 200
+    });
+    assert_serves(&root, "shop--pr-1", 1);
+    assert_serves(&root, "shop--pr-2", 2);
+    // pr-1 is merged: seen gone by one pass, then the service stops.
+    fs::remove_file(origins.dir.join("shop/channels/pr-1.json")).expect("delete channel");
+    let passes = svc.passes();
+    assert_eq!(post(&svc.addr, "/sync", Some(TOKEN)).0, 202);
+    svc.wait_pass_after(passes);
+    assert!(root.join("shop--pr-1").exists(), "removed before its grace");
+    assert!(
+        root.join("shop--pr-1").join(GONE_MARKER).is_file(),
+        "the time its channel went is not recorded"
+    );
+    assert_eq!(svc.terminate(), 0);
+    // Down for longer than the grace.
+    std::thread::sleep(Duration::from_millis(3500));
+    let mut svc = Service::start(work.path(), &cfg, &root, &args);
+    svc.wait_for("readiness", Duration::from_secs(30), |s| {
+        get(&s.addr, "/readyz").0 == 200
+    });
+    let passes = svc.passes();
+    assert_eq!(post(&svc.addr, "/sync", Some(TOKEN)).0, 202);
+    svc.wait_pass_after(passes);
+    // Within 3 s of the restart: a grace started again would still keep it.
+    assert!(
+        !root.join("shop--pr-1").exists(),
+        "a restart started the preview's grace period again"
+    );
+    assert_serves(&root, "shop--pr-2", 2);
+    assert!(!root.join("shop--pr-2").join(GONE_MARKER).exists());
+    assert_eq!(svc.terminate(), 0);
+}
+
 #[test]
 fn issue_11_a_reader_over_nginx_never_sees_a_page_with_another_versions_asset() {
     let work = tempfile::tempdir().expect("tempdir");

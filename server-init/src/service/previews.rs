@@ -17,8 +17,11 @@
 //! A folder `<site>--*` whose channel is no longer listed is marked gone; after `preview_grace`
 //! (default 1 h) it is removed: renamed to a hidden name first (so nginx stops serving it in
 //! one step), then deleted. When the listing fails nothing is marked gone (an origin outage
-//! never removes previews). A restart starts the grace period again (it is kept in memory: the
-//! service writes nothing outside DEST).
+//! never removes previews). The time a folder was first seen gone is also written into the
+//! folder itself ([`GONE_MARKER`], Unix seconds; nginx serves `current/`, not the folder), so a
+//! restart of the service does not start the grace period again: a service restarted more often
+//! than `preview_grace` would otherwise never remove a preview. The marker is deleted when the
+//! channel comes back.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -150,6 +153,31 @@ fn folders_of(root: &Path, site: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The file in a preview folder that says since when (Unix seconds) its channel is gone.
+pub const GONE_MARKER: &str = ".sitebundle-gone-since";
+
+/// Since when `folder` is gone: from its marker when an earlier run wrote one (a time in the
+/// future, from a clock that moved back, counts as now), else now, and the marker is written
+/// (best effort: a folder that cannot hold it is only kept longer).
+fn gone_since(root: &Path, folder: &str, now: Instant) -> Instant {
+    let marker = root.join(folder).join(GONE_MARKER);
+    let unix = super::unix_now();
+    let read = std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    match read {
+        Some(t) => now
+            .checked_sub(std::time::Duration::from_secs(unix.saturating_sub(t)))
+            .unwrap_or(now),
+        None => {
+            if let Err(e) = std::fs::write(&marker, format!("{unix}\n")) {
+                tracing::warn!(site = %folder, error = %e, "cannot record when the preview's channel went; a restart starts its grace again");
+            }
+            now
+        }
+    }
+}
+
 /// After a pass: record the listings, mark folders whose channel is gone, and remove those
 /// gone for longer than the grace period.
 pub fn update(
@@ -176,8 +204,15 @@ pub fn update(
         let on_disk = folders_of(root, &site);
         set.gone_since
             .retain(|f, _| on_disk.contains(f) && !live.contains(f));
+        // A channel that came back: its folder is live again, its marker goes.
+        for f in on_disk.iter().filter(|f| live.contains(*f)) {
+            let _ = std::fs::remove_file(root.join(f).join(GONE_MARKER));
+        }
         for f in on_disk.iter().filter(|f| !live.contains(*f)) {
-            let since = *set.gone_since.entry(f.clone()).or_insert(now);
+            let since = *set
+                .gone_since
+                .entry(f.clone())
+                .or_insert_with(|| gone_since(root, f, now));
             if now.duration_since(since) >= grace {
                 match remove(root, f) {
                     Ok(()) => {
