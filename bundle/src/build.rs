@@ -23,7 +23,7 @@ use crate::cache::{self, CachedLayer, FileCache};
 use crate::compress::{write_index_trailer, Compression};
 use crate::digest::{Digest, FileHash, HashingWriter};
 use crate::error::{Error, Result};
-use crate::frames::{self, CopyError, FrameCheck, FrameLoc, FrameMap, FrameRec};
+use crate::frames::{self, CopyError, FrameCheck, FrameMap, FrameRec};
 use crate::index::{Entry, EntryKind, Index};
 use crate::layout::{self, Member};
 use crate::manifest::*;
@@ -641,75 +641,23 @@ fn build_zstd_layer(
     let mut recs = Vec::with_capacity(runs.len());
     let mut buf = vec![0u8; COPY_BUFFER];
     let mut ctx = job.contexts.take();
-    let locs: Vec<Option<FrameLoc>> = runs
-        .iter()
-        .map(|run| {
-            use_frames
-                .then(|| job.frame_map().get(&frames::run_key(members, headers, run)))
-                .flatten()
-        })
-        .collect();
-    // A rebuild (some frames cached): runs of the layer in parallel, a window at a time, each
-    // held in memory (its frame, and its tar for the `diff_id`, which is hashed in order). On
-    // large, the edited page's layer was one core checking 30 MB of copied frames while the
-    // other waited. A cold build keeps the serial stream (its layers already fill the cores,
-    // and it holds no run in memory); a run too large to hold goes serially in its place.
-    let parallel = locs.iter().any(Option::is_some);
-    let mut i = 0;
-    while i < runs.len() {
-        let window = if parallel {
-            runs[i..]
-                .iter()
-                .take(run_window())
-                .take_while(|r| r.tar_len <= MAX_HELD_RUN)
-                .count()
-        } else {
-            0
-        };
-        if window > 1 {
-            let outs: Vec<std::result::Result<HeldRun, Stop>> = (i..i + window)
-                .into_par_iter()
-                .map(|k| hold_run(job, members, headers, &runs[k], locs[k].as_ref()))
-                .collect();
-            for (k, out) in (i..i + window).zip(outs) {
-                let held = match out {
-                    Ok(h) => h,
-                    Err(Stop::Stale(why)) => {
-                        job.contexts.put(ctx);
-                        return Ok(Err(why));
-                    }
-                    Err(Stop::Fail(e)) => return Err(e),
-                };
-                diff.write_all(&held.tar).map_err(werr)?;
-                let offset = blob.len();
-                blob.write_all(&held.frame).map_err(werr)?;
-                if !held.compressed {
-                    // A compressed run's files advanced the progress as they were read.
-                    job.progress.advance(run_bytes(members, &runs[k]));
-                } else {
-                    job.stats.compressed.fetch_add(1, Ordering::Relaxed);
-                    job.stats
-                        .compressed_bytes
-                        .fetch_add(runs[k].tar_len, Ordering::Relaxed);
-                }
-                recs.push(FrameRec {
-                    key: frames::run_key(members, headers, &runs[k]),
-                    offset,
-                    len: blob.len() - offset,
-                });
-            }
-            i += window;
-            continue;
-        }
-        let run = &runs[i];
-        i += 1;
+    for run in runs {
         let key = frames::run_key(members, headers, run);
         let offset = blob.len();
-        if let Some(loc) = &locs[i - 1] {
+        let cached = if use_frames {
+            job.frame_map().get(&key)
+        } else {
+            None
+        };
+        if let Some(loc) = cached {
             let check = FrameCheck::new(members, headers, run, &mut diff);
-            match frames::copy_cached(&store.blob_path(&loc.blob), loc, &mut blob, check) {
+            match frames::copy_cached(&store.blob_path(&loc.blob), &loc, &mut blob, check) {
                 Ok(()) => {
-                    job.progress.advance(run_bytes(members, run));
+                    let bytes: u64 = members[run.members.clone()]
+                        .iter()
+                        .map(|m| if let Member::File(e) = m { e.size() } else { 0 })
+                        .sum();
+                    job.progress.advance(bytes);
                     recs.push(FrameRec {
                         key,
                         offset,
@@ -724,9 +672,30 @@ fn build_zstd_layer(
                 Err(CopyError::Write(e)) => return Err(werr(e)),
             }
         }
-        compress_run(
-            job, members, headers, run, &mut ctx, &mut blob, &mut diff, &mut buf,
-        )?;
+        {
+            let mut enc = match ctx.as_mut() {
+                Some(c) => zstd::stream::write::Encoder::with_context(&mut blob, c),
+                None => zstd::stream::write::Encoder::new(&mut blob, crate::compress::ZSTD_LEVEL)
+                    .map_err(Error::io("start compressor for", store.root()))?,
+            };
+            let start = |e: io::Error| Error::Io {
+                op: "start compressor for",
+                path: store.root().to_path_buf(),
+                source: e,
+            };
+            enc.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(
+                crate::compress::ZSTD_LEVEL,
+            ))
+            .map_err(start)?;
+            // The content checksum lets plain `zstd -d` detect corruption too.
+            enc.include_checksum(true).map_err(start)?;
+            // The frame header then says its size, and zstd sizes its window and tables to it:
+            // the same for a cold build and a rebuild.
+            enc.set_pledged_src_size(Some(run.tar_len)).map_err(start)?;
+            let mut out = Both(&mut diff, &mut enc);
+            write_run(job, members, headers, run, &mut out, &mut buf)?;
+            enc.finish().map_err(werr)?;
+        }
         job.stats.compressed.fetch_add(1, Ordering::Relaxed);
         job.stats
             .compressed_bytes
@@ -752,123 +721,6 @@ fn build_zstd_layer(
         },
         recs,
     )))
-}
-
-/// Runs a rebuild works on at once ([`build_zstd_layer`]): two per thread, at most 8, so what
-/// a layer holds stays a few MiB (a thread waiting for its window may start another layer's).
-fn run_window() -> usize {
-    (2 * rayon::current_num_threads()).clamp(2, 8)
-}
-/// Largest run held in memory by a rebuild (a run is about 1 MiB of tar unless one file is
-/// larger; such a run is streamed).
-const MAX_HELD_RUN: u64 = 4 * 1024 * 1024;
-
-/// One run of a rebuild, ready to be appended: its frame, and its tar bytes for the `diff_id`.
-struct HeldRun {
-    frame: Vec<u8>,
-    tar: Vec<u8>,
-    compressed: bool,
-}
-
-/// Why a held run could not be made.
-enum Stop {
-    /// A cached frame was not what its key promised: the layer starts again without them.
-    Stale(String),
-    /// A real error (a site file, the store).
-    Fail(Error),
-}
-
-/// Make one run of a rebuild in memory: its cached frame checked, or its members compressed.
-fn hold_run(
-    job: &LayerJob<'_>,
-    members: &[Member<'_>],
-    headers: &[Vec<u8>],
-    run: &frames::Run,
-    loc: Option<&FrameLoc>,
-) -> std::result::Result<HeldRun, Stop> {
-    let mut tar = Vec::with_capacity(usize::try_from(run.tar_len).unwrap_or(0));
-    let mut frame = Vec::new();
-    if let Some(loc) = loc {
-        let check = FrameCheck::new(members, headers, run, &mut tar);
-        return match frames::copy_cached(&job.store.blob_path(&loc.blob), loc, &mut frame, check) {
-            Ok(()) => Ok(HeldRun {
-                frame,
-                tar,
-                compressed: false,
-            }),
-            Err(CopyError::Stale(why)) => Err(Stop::Stale(why)),
-            Err(CopyError::Write(e)) => Err(Stop::Fail(Error::Io {
-                op: "write layer blob in",
-                path: job.store.root().to_path_buf(),
-                source: e,
-            })),
-        };
-    }
-    let mut ctx = job.contexts.take();
-    let mut buf = vec![0u8; COPY_BUFFER];
-    let r = compress_run(
-        job, members, headers, run, &mut ctx, &mut frame, &mut tar, &mut buf,
-    );
-    job.contexts.put(ctx);
-    r.map_err(Stop::Fail)?;
-    Ok(HeldRun {
-        frame,
-        tar,
-        compressed: true,
-    })
-}
-
-/// Tar bytes of the files of `run` (for progress).
-fn run_bytes(members: &[Member<'_>], run: &frames::Run) -> u64 {
-    members[run.members.clone()]
-        .iter()
-        .map(|m| if let Member::File(e) = m { e.size() } else { 0 })
-        .sum()
-}
-
-/// Compress `run` as one zstd frame into `out`, its tar bytes also going to `diff`. The
-/// encoder sees the same writes whatever `out` is, so a frame made in memory by a rebuild is
-/// byte for byte the frame a cold build streams into its blob.
-#[allow(clippy::too_many_arguments)]
-fn compress_run(
-    job: &LayerJob<'_>,
-    members: &[Member<'_>],
-    headers: &[Vec<u8>],
-    run: &frames::Run,
-    ctx: &mut Option<zstd::zstd_safe::CCtx<'static>>,
-    out: &mut impl Write,
-    diff: &mut impl Write,
-    buf: &mut [u8],
-) -> Result<()> {
-    let store = job.store;
-    let werr = |e: io::Error| Error::Io {
-        op: "write layer blob in",
-        path: store.root().to_path_buf(),
-        source: e,
-    };
-    let mut enc = match ctx.as_mut() {
-        Some(c) => zstd::stream::write::Encoder::with_context(out, c),
-        None => zstd::stream::write::Encoder::new(out, crate::compress::ZSTD_LEVEL)
-            .map_err(Error::io("start compressor for", store.root()))?,
-    };
-    let start = |e: io::Error| Error::Io {
-        op: "start compressor for",
-        path: store.root().to_path_buf(),
-        source: e,
-    };
-    enc.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(
-        crate::compress::ZSTD_LEVEL,
-    ))
-    .map_err(start)?;
-    // The content checksum lets plain `zstd -d` detect corruption too.
-    enc.include_checksum(true).map_err(start)?;
-    // The frame header then says its size, and zstd sizes its window and tables to it: the
-    // same for a cold build and a rebuild.
-    enc.set_pledged_src_size(Some(run.tar_len)).map_err(start)?;
-    let mut both = Both(diff, &mut enc);
-    write_run(job, members, headers, run, &mut both, buf)?;
-    enc.finish().map_err(werr)?;
-    Ok(())
 }
 
 /// Writes to two writers (the `diff_id` hash and the compressor).
