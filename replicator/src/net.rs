@@ -392,7 +392,7 @@ pub struct Request {
     /// Headers other than credentials.
     pub headers: HeaderMap,
     /// Body (re-sent as is if the request is repeated).
-    pub body: Option<Bytes>,
+    pub body: Option<Body>,
     /// Which redirects it may follow (only GET and HEAD follow any).
     pub follow: Follow,
     /// What it is about, for messages.
@@ -435,8 +435,62 @@ impl Request {
 
     /// Set the body.
     pub fn body(mut self, b: Bytes) -> Request {
-        self.body = Some(b);
+        self.body = Some(Body::Bytes(b));
         self
+    }
+
+    /// Send the first `len` bytes of the file at `path` as the body, streamed (opened again if
+    /// the request is repeated).
+    pub fn file_body(mut self, path: std::path::PathBuf, len: u64) -> Request {
+        self.body = Some(Body::File { path, len });
+        self
+    }
+}
+
+/// A request body: bytes in memory, or a local file streamed from disk, so that pushing a
+/// 100 MB layer does not hold it in memory. Either can be sent again (after a registry's
+/// token challenge).
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// These bytes.
+    Bytes(Bytes),
+    /// The first `len` bytes of this file.
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Bytes sent (the `Content-Length`).
+        len: u64,
+    },
+}
+
+/// Chunks read from a file for a streamed body.
+const BODY_CHUNK: usize = 256 * 1024;
+
+impl Body {
+    /// The reqwest body and its length.
+    async fn open(&self) -> Result<(reqwest::Body, u64)> {
+        match self {
+            Body::Bytes(b) => Ok((reqwest::Body::from(b.clone()), b.len() as u64)),
+            Body::File { path, len } => {
+                use tokio::io::AsyncReadExt;
+                let f = tokio::fs::File::open(path)
+                    .await
+                    .map_err(Error::io("open", path))?;
+                let path = path.clone();
+                let stream =
+                    futures::stream::try_unfold((f.take(*len), path), |(mut f, path)| async move {
+                        let mut buf = BytesMut::with_capacity(BODY_CHUNK);
+                        let n = f.read_buf(&mut buf).await.map_err(|e| {
+                            std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                        })?;
+                        if n == 0 {
+                            return Ok::<_, std::io::Error>(None);
+                        }
+                        Ok(Some((buf.freeze(), (f, path))))
+                    });
+                Ok((reqwest::Body::wrap_stream(stream), *len))
+            }
+        }
     }
 }
 
@@ -498,7 +552,12 @@ impl Http {
                 b = b.header(AUTHORIZATION, a.clone());
             }
             if let Some(body) = &req.body {
-                b = b.body(body.clone());
+                let (body, len) = body.open().await?;
+                // A streamed body has no length of its own: without it hyper would send it
+                // chunked, which not every registry takes for a monolithic upload.
+                b = b
+                    .header(reqwest::header::CONTENT_LENGTH, HeaderValue::from(len))
+                    .body(body);
             }
             let r = b
                 .send()

@@ -300,17 +300,19 @@ impl Target for OciTarget {
     }
 
     async fn put_blob(&self, digest: &Digest, size: u64, file: &Path) -> Result<()> {
-        let bytes = tokio::fs::read(file)
+        let len = tokio::fs::metadata(file)
             .await
-            .map_err(Error::io("read", file))?;
-        if bytes.len() as u64 != size {
+            .map_err(Error::io("read", file))?
+            .len();
+        if len != size {
             return Err(Error::Io {
                 op: "read",
                 path: file.to_path_buf(),
                 source: std::io::Error::other("file size differs from the blob descriptor"),
             });
         }
-        self.client.push_blob(digest, Bytes::from(bytes)).await?;
+        // Streamed from the store's verified blob; the registry checks the digest.
+        self.client.push_blob_file(digest, file, size).await?;
         // Verify: the registry now has it.
         if !self.has_blob(digest).await? {
             return Err(Error::NotFound {

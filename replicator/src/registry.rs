@@ -471,6 +471,28 @@ impl Registry {
 
     /// Upload a blob in one request (POST, then PUT with the bytes).
     pub async fn push_blob(&self, digest: &Digest, data: Bytes) -> Result<()> {
+        self.push_blob_body(digest, net::Body::Bytes(data)).await
+    }
+
+    /// Upload the blob in the first `size` bytes of `file` in one request, streamed from disk:
+    /// memory stays flat whatever the layer's size.
+    pub async fn push_blob_file(
+        &self,
+        digest: &Digest,
+        file: &std::path::Path,
+        size: u64,
+    ) -> Result<()> {
+        self.push_blob_body(
+            digest,
+            net::Body::File {
+                path: file.to_path_buf(),
+                len: size,
+            },
+        )
+        .await
+    }
+
+    async fn push_blob_body(&self, digest: &Digest, data: net::Body) -> Result<()> {
         let what = format!("blob {digest}");
         let req = Request::get(self.url("blobs/uploads/")?, "start upload of", &what)
             .method(Method::POST);
@@ -486,8 +508,11 @@ impl Registry {
             .header(
                 CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
-            )
-            .body(data);
+            );
+        let put = net::Request {
+            body: Some(data),
+            ..put
+        };
         let r = self.call(&put, Scope::Push).await?;
         if !r.status().is_success() {
             return Err(self.status_error(r, "upload", &what).await);

@@ -675,3 +675,46 @@ fn issue_8_index_bomb_sitebundle_init_stays_within_128_mib() {
         .join(testkit::bombs::large_index_page(2, 11_999));
     assert_eq!(fs::read(page).expect("page"), b"<p>page 11999</p>\n");
 }
+
+/// `push` to a registry streams each layer from the store: it read the whole blob into memory
+/// first (a 136 MB layer on the large corpus, and layers are pushed several at a time). Here a
+/// site of one 160 MiB incompressible file makes a 160 MiB layer; the push's peak RSS (the
+/// kernel's `wait4` figure) must stay far below it, and the registry must serve the layer back
+/// whole (`pull` verifies every digest).
+#[test]
+fn push_to_a_registry_streams_layers_in_flat_memory() {
+    let reg = registry();
+    let t = tempfile::tempdir().expect("tempdir");
+    let home = t.path().join("store");
+    let site = t.path().join("site");
+    fs::create_dir_all(&site).expect("mkdir");
+    // Incompressible: xorshift bytes.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut big = Vec::with_capacity(160 << 20);
+    while big.len() < 160 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        big.extend_from_slice(&x.to_le_bytes());
+    }
+    fs::write(site.join("video.bin"), &big).expect("write");
+    drop(big);
+    fs::write(site.join("index.html"), "<p>big</p>").expect("write");
+    run_ok(sb(&home).args(["build", "--tag", "big"]).arg(&site));
+    let url = format!("oci+http://{reg}/{}", unique_repo("stream"));
+    let mut push = sb(&home);
+    push.args(["push", "big", "--target", &url, "--channel", "prod"]);
+    let m = testkit::rss::run(&push);
+    assert_eq!(m.code, Some(0), "push failed: {}", m.err());
+    eprintln!(
+        "push of a 160 MiB layer: peak RSS {:.1} MiB",
+        m.max_rss_mib()
+    );
+    assert!(
+        m.max_rss_mib() < 96.0,
+        "push held the layer in memory: peak RSS {:.1} MiB",
+        m.max_rss_mib()
+    );
+    let home2 = t.path().join("store2");
+    run_ok(sb(&home2).args(["pull", "prod", "--target", &url]));
+}
