@@ -661,24 +661,29 @@ impl BlobWriter {
         expected: &Digest,
         what: &str,
     ) -> Result<tempfile::NamedTempFile, Error> {
-        let (buf, digest, _) = self.out.finish();
-        drop(buf.into_inner().map_err(|e| Error::Io {
-            op: "write",
-            path: self.tmp.path().to_path_buf(),
-            source: e.into_error(),
-        })?);
-        if digest != *expected {
-            return Err(Error::DigestMismatch {
-                what: what.to_string(),
-                expected: *expected,
-                found: digest,
-            });
-        }
-        Ok(self.tmp)
+        self.finish_checked(expected, what).map(|(_, tmp, _)| tmp)
     }
 
     /// Finish, and fail unless the bytes hash to `expected`.
     pub fn finish_verified(self, expected: &Digest, what: &str) -> Result<u64, Error> {
+        let (store, tmp, size) = self.finish_checked(expected, what)?;
+        let dest = store.blob_path(expected);
+        if !dest.exists() {
+            tmp.persist(&dest).map_err(|e| Error::Io {
+                op: "rename blob to",
+                path: dest.clone(),
+                source: e.error,
+            })?;
+        }
+        Ok(size)
+    }
+
+    /// Flush the temporary file and check its digest: the store, the file and its size.
+    fn finish_checked(
+        self,
+        expected: &Digest,
+        what: &str,
+    ) -> Result<(Store, tempfile::NamedTempFile, u64), Error> {
         let (buf, digest, size) = self.out.finish();
         drop(buf.into_inner().map_err(|e| Error::Io {
             op: "write",
@@ -692,15 +697,7 @@ impl BlobWriter {
                 found: digest,
             });
         }
-        let dest = self.store.blob_path(&digest);
-        if !dest.exists() {
-            self.tmp.persist(&dest).map_err(|e| Error::Io {
-                op: "rename blob to",
-                path: dest.clone(),
-                source: e.error,
-            })?;
-        }
-        Ok(size)
+        Ok((self.store, self.tmp, size))
     }
 }
 

@@ -10,6 +10,7 @@
 //! from an origin.
 
 mod common;
+mod repl_support;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -19,19 +20,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bundle::{BuildOptions, BuildReport, Bundle, NoProgress, Store};
-use replicator::push::{LocalBundle, Options};
+use repl_support::{chmod_world_readable, need, push_bundles};
 use replicator::store_target::StoreTarget;
 use replicator::Target;
-
-fn need(var: &str) -> String {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!(
-            "{var} is not set: start the services (../shared/services/start) and source their \
-             env before running these tests (scripts/test does both)"
-        ),
-    }
-}
 
 fn unique(tag: &str) -> String {
     let n = std::time::SystemTime::now()
@@ -82,41 +73,9 @@ fn dir_origin(bundles: &[&BuildReport]) -> (tempfile::TempDir, PathBuf) {
     let t = tempfile::tempdir().expect("tempdir");
     let dir = t.path().join("origin");
     let target: Arc<dyn Target> = Arc::new(StoreTarget::dir(&dir).expect("dir target"));
-    push_to(target, bundles, Some("prod"));
+    push_bundles(&fx().store, &target, bundles, Some("prod"));
     chmod_world_readable(t.path());
     (t, dir)
-}
-
-fn push_to(t: Arc<dyn Target>, bundles: &[&BuildReport], channel: Option<&str>) {
-    let f = fx();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        for (i, b) in bundles.iter().enumerate() {
-            let lb = LocalBundle::open(&f.store, b.manifest)
-                .await
-                .expect("local bundle");
-            let ch = if i + 1 == bundles.len() {
-                channel
-            } else {
-                None
-            };
-            replicator::push::push(&lb, std::slice::from_ref(&t), ch, &Options::from_env())
-                .await
-                .unwrap_or_else(|e| panic!("push to {}: {e:?}", t.name()));
-        }
-    });
-}
-
-fn chmod_world_readable(p: &Path) {
-    let st = Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(p)
-        .status()
-        .expect("chmod");
-    assert!(st.success());
 }
 
 /// Copy a directory target under nginx's root; returns its URL, the copy and its URL path.

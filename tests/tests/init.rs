@@ -28,22 +28,12 @@ use bundle::{BuildOptions, BuildReport, Digest, NoProgress, Store};
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::{BackoffConfig, RetryConfig};
-use replicator::push::{LocalBundle, Options};
+use repl_support::{chmod_world_readable, need, push_bundles, rt};
 use replicator::store_target::{StoreKind, StoreTarget};
 use replicator::Target;
 
 // ---------------------------------------------------------------------------------------------
 // Environment and fixtures
-
-fn need(var: &str) -> String {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!(
-            "{var} is not set: start the services (../shared/services/start) and \
-             `. /tmp/sitebundle-services/env` before running these tests (scripts/test does both)"
-        ),
-    }
-}
 
 fn unique(tag: &str) -> String {
     let n = std::time::SystemTime::now()
@@ -109,11 +99,9 @@ fn fx() -> &'static Fixture {
     })
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
+/// Push `bundles` of the fixture's store to `t` in order; `channel` (if any) ends on the last.
+fn push(t: Arc<dyn Target>, bundles: &[&BuildReport], channel: Option<&str>) {
+    push_bundles(&fx().store, &t, bundles, channel);
 }
 
 fn retry() -> RetryConfig {
@@ -128,26 +116,6 @@ fn retry() -> RetryConfig {
     }
 }
 
-/// Push `bundles` to `t` in order; `channel` (if any) ends on the last one.
-fn push(t: Arc<dyn Target>, bundles: &[&BuildReport], channel: Option<&str>) {
-    let f = fx();
-    rt().block_on(async {
-        for (i, b) in bundles.iter().enumerate() {
-            let lb = LocalBundle::open(&f.store, b.manifest)
-                .await
-                .expect("local bundle");
-            let ch = if i + 1 == bundles.len() {
-                channel
-            } else {
-                None
-            };
-            replicator::push::push(&lb, std::slice::from_ref(&t), ch, &Options::from_env())
-                .await
-                .unwrap_or_else(|e| panic!("push to {}: {e:?}", t.name()));
-        }
-    });
-}
-
 /// A directory target holding v1, v2 and v3, channel `prod` on v1. World-readable (non-root test).
 fn dir_origin() -> (tempfile::TempDir, PathBuf) {
     let t = tempfile::tempdir().expect("tempdir");
@@ -157,15 +125,6 @@ fn dir_origin() -> (tempfile::TempDir, PathBuf) {
     push(target, &[&f.v3, &f.v2, &f.v1], Some("prod"));
     chmod_world_readable(t.path());
     (t, dir)
-}
-
-fn chmod_world_readable(p: &Path) {
-    let st = Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(p)
-        .status()
-        .expect("chmod");
-    assert!(st.success());
 }
 
 fn file_url(p: &Path) -> String {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use repl_support::{need, service_env, unique, workspace_bin, PrivateNginx};
+use repl_support::{need, rt, service_env, unique, workspace_bin, PrivateNginx};
 
 /// The small corpus v1 built with zstd and with gzip (one bundle id, two manifests), and v2.
 struct Built {
@@ -173,13 +173,6 @@ fn nginx_dir(tag: &str) -> (String, String, PathBuf) {
         format!("{}/{name}/", need("SITEBUNDLE_TEST_HTTP_ORIGIN")),
         dir,
     )
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 /// Copy the directory target at `dir` into fake-gcs-server; its gs:// URL.

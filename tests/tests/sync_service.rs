@@ -24,23 +24,12 @@ use std::time::{Duration, Instant};
 
 use bundle::{BuildOptions, BuildReport, NoProgress, Store};
 use object_store::aws::AmazonS3Builder;
-use repl_support::{free_port, PrivateNginx};
-use replicator::push::{LocalBundle, Options};
+use repl_support::{chmod_world_readable, free_port, need, push_bundles, PrivateNginx};
 use replicator::store_target::{StoreKind, StoreTarget};
 use replicator::Target;
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
-
-fn need(var: &str) -> String {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!(
-            "{var} is not set: start the services (../shared/services/start) and source their env \
-             before running these tests (scripts/test does both)"
-        ),
-    }
-}
 
 fn unique(tag: &str) -> String {
     let n = std::time::SystemTime::now()
@@ -100,13 +89,6 @@ fn fx() -> &'static Fixture {
     })
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 /// Push version `n` (1-based) to `t` and move `channel` to it.
 fn push(t: &Arc<dyn Target>, n: usize, channel: &str) {
     push_report(t, &fx().v[n - 1], channel);
@@ -114,29 +96,7 @@ fn push(t: &Arc<dyn Target>, n: usize, channel: &str) {
 
 /// Push a bundle of the fixture's store to `t` and move `channel` to it.
 fn push_report(t: &Arc<dyn Target>, report: &BuildReport, channel: &str) {
-    let f = fx();
-    rt().block_on(async {
-        let lb = LocalBundle::open(&f.store, report.manifest)
-            .await
-            .expect("local bundle");
-        replicator::push::push(
-            &lb,
-            std::slice::from_ref(t),
-            Some(channel),
-            &Options::from_env(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("push to {}: {e:?}", t.name()));
-    });
-}
-
-fn chmod_world_readable(p: &Path) {
-    let st = Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(p)
-        .status()
-        .expect("chmod");
-    assert!(st.success());
+    push_bundles(&fx().store, t, &[report], Some(channel));
 }
 
 /// The kinds of origin a site can have.

@@ -29,6 +29,48 @@ pub fn need(var: &str) -> String {
     }
 }
 
+/// A current-thread runtime for a test's async calls.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// `chmod -R a+rX`: what a web server running as another user needs to serve `p`.
+pub fn chmod_world_readable(p: &Path) {
+    let st = std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(p)
+        .status()
+        .expect("chmod");
+    assert!(st.success());
+}
+
+/// Push `bundles` of `store` to `t` in order; `channel` (if any) moves to the last one.
+pub fn push_bundles(
+    store: &Store,
+    t: &Arc<dyn Target>,
+    bundles: &[&bundle::BuildReport],
+    channel: Option<&str>,
+) {
+    rt().block_on(async {
+        for (i, b) in bundles.iter().enumerate() {
+            let lb = LocalBundle::open(store, b.manifest)
+                .await
+                .expect("local bundle");
+            let ch = if i + 1 == bundles.len() {
+                channel
+            } else {
+                None
+            };
+            replicator::push::push(&lb, std::slice::from_ref(t), ch, &Options::from_env())
+                .await
+                .unwrap_or_else(|e| panic!("push to {}: {e:?}", t.name()));
+        }
+    });
+}
+
 /// A name unique to this test run, for repositories, prefixes and directories.
 pub fn unique(tag: &str) -> String {
     let n = std::time::SystemTime::now()
