@@ -932,8 +932,9 @@ fn issue_8_9_nginx_as_another_user_serves_a_file_target() {
 /// A directory target shared with another writer may hold a huge `channels/<name>.json` or
 /// `index.json`. The channel swap read both with `fs::read`, without a cap; it now refuses them
 /// past the caps remote readers use (64 KiB, 4 MiB), naming the file, before reading them whole,
-/// and before moving the channel. The files here are sparse 8 GiB files: read whole, the push
-/// would take minutes and gigabytes.
+/// and before moving the channel; a record that is a symlink is refused, not followed. The
+/// files here are sparse 8 GiB files: read whole, the push would take
+/// minutes and gigabytes.
 #[test]
 fn dir_target_swap_refuses_oversized_channel_record_and_index() {
     let work = tempfile::tempdir().expect("tempdir");
@@ -974,6 +975,23 @@ fn dir_target_swap_refuses_oversized_channel_record_and_index() {
         let rec = fs::read(target.join("channels/prod.json")).expect("record");
         assert_eq!(rec, v1_record, "{file}: the failed push moved the channel");
     }
+    // A symlink in the record's place, to a copy of the record outside the target: the swap
+    // neither follows it nor replaces it, and the channel does not move.
+    let record = target.join("channels/prod.json");
+    let outside = work.path().join("outside.json");
+    fs::write(&outside, &v1_record).expect("copy");
+    fs::remove_file(&record).expect("rm record");
+    std::os::unix::fs::symlink(&outside, &record).expect("symlink");
+    let (code, out, err) = push("v2");
+    let err = format!("{out}{err}");
+    assert_ne!(code, Some(0), "push through a symlinked record succeeded");
+    assert!(
+        err.contains("channels/prod.json") && err.contains("not a regular file"),
+        "the error does not name the record and why:\n{err}"
+    );
+    assert_eq!(fs::read(&outside).expect("outside"), v1_record);
+    fs::remove_file(&record).expect("rm");
+    fs::write(&record, &v1_record).expect("restore");
     let (code, _, err) = push("v2");
     assert_eq!(code, Some(0), "{err}");
 }

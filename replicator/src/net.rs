@@ -199,6 +199,52 @@ pub fn too_large(target: &str, what: &str, max: u64) -> Error {
     }
 }
 
+/// What [`read_local_capped`] found.
+#[derive(Debug)]
+pub enum LocalFile {
+    /// Nothing at that path.
+    Missing,
+    /// A symlink, a directory, a fifo, a device: not a file this target wrote.
+    NotAFile,
+    /// More than the cap.
+    TooLarge,
+    /// The whole file.
+    Bytes(Vec<u8>),
+}
+
+/// Read a small file of a directory target (a channel record, `index.json`, a marker) within
+/// `max` bytes. A directory shared with other writers may hold anything there: the path is
+/// opened without following a final symlink and without blocking (a fifo would hang `open`),
+/// must be a regular file, and is read no further than one byte past the cap.
+pub fn read_local_capped(path: &std::path::Path, max: u64) -> std::io::Result<LocalFile> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LocalFile::Missing),
+        // ELOOP: the last component is a symlink.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Ok(LocalFile::NotAFile)
+        }
+        Err(e) => return Err(e),
+    };
+    if !f.metadata()?.is_file() {
+        return Ok(LocalFile::NotAFile);
+    }
+    let mut buf = Vec::new();
+    f.take(max + 1).read_to_end(&mut buf)?;
+    Ok(if buf.len() as u64 > max {
+        LocalFile::TooLarge
+    } else {
+        LocalFile::Bytes(buf)
+    })
+}
+
 /// Read a whole body of at most `max` bytes, refusing it as soon as it passes `max` (and before
 /// the first byte when `declared`, its announced size, already does). Paced by [`Pace::from_env`].
 pub async fn collect<S>(

@@ -413,23 +413,21 @@ fn dir_swap(
 }
 
 /// Read one of the directory target's own small files (a channel record, `index.json`, an id
-/// record) with the cap a remote reader applies to it: a directory shared with other writers
-/// may hold anything, and a swap must not read a huge file into memory. `None` when absent.
+/// record) with the cap a remote reader applies to it ([`net::read_local_capped`]): a swap must
+/// not read a huge file into memory, nor follow a link out of the target. `None` when absent.
 fn read_small(path: &FsPath, max: u64, target: &str, what: &str) -> Result<Option<Vec<u8>>> {
-    use std::io::Read;
-    let f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("read", path)(e)),
-    };
-    let mut buf = Vec::new();
-    f.take(max + 1)
-        .read_to_end(&mut buf)
-        .map_err(Error::io("read", path))?;
-    if buf.len() as u64 > max {
-        return Err(net::too_large(target, what, max));
+    use net::LocalFile;
+    match net::read_local_capped(path, max).map_err(Error::io("read", path))? {
+        LocalFile::Missing => Ok(None),
+        LocalFile::Bytes(b) => Ok(Some(b)),
+        LocalFile::TooLarge => Err(net::too_large(target, what, max)),
+        LocalFile::NotAFile => Err(Error::Corrupt {
+            target: target.to_string(),
+            what: what.to_string(),
+            reason: "not a regular file (a symlink, a directory, a fifo or a device);                      this target writes only regular files there"
+                .into(),
+        }),
     }
-    Ok(Some(buf))
 }
 
 /// Write a file by temporary file + fsync + rename + directory fsync. Its mode follows the umask

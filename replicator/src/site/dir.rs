@@ -11,7 +11,7 @@
 //! process umask, so a web server running as another user can read them.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -170,29 +170,21 @@ impl DirSite {
     }
 
     fn read_small(&self, key: &str, max: u64) -> Result<Option<Bytes>> {
+        use crate::net::LocalFile;
         let p = self.path(key, false)?;
-        let f = match OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&p)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("open", &p)(e)),
-        };
-        let mut buf = Vec::new();
-        f.take(max + 1)
-            .read_to_end(&mut buf)
-            .map_err(Error::io("read", &p))?;
-        if buf.len() as u64 > max {
-            return Err(SiteError::BadMarker {
+        let bad = |reason: String| {
+            Error::from(SiteError::BadMarker {
                 target: self.name.clone(),
                 what: key.to_string(),
-                reason: format!("larger than {max} bytes"),
-            }
-            .into());
+                reason,
+            })
+        };
+        match crate::net::read_local_capped(&p, max).map_err(Error::io("read", &p))? {
+            LocalFile::Missing => Ok(None),
+            LocalFile::Bytes(b) => Ok(Some(Bytes::from(b))),
+            LocalFile::TooLarge => Err(bad(format!("larger than {max} bytes"))),
+            LocalFile::NotAFile => Err(bad("not a regular file".into())),
         }
-        Ok(Some(Bytes::from(buf)))
     }
 
     fn version_of(b: &[u8]) -> Version {
