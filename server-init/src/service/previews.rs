@@ -162,14 +162,20 @@ pub const GONE_MARKER: &str = ".sitebundle-gone-since";
 fn gone_since(root: &Path, folder: &str, now: Instant) -> Instant {
     let marker = root.join(folder).join(GONE_MARKER);
     let unix = super::unix_now();
-    let read = std::fs::read_to_string(&marker)
-        .ok()
-        .and_then(|t| t.trim().parse::<u64>().ok());
+    // A number of at most 20 digits; anything else there (larger, a link, a fifo) is no marker.
+    let read = match replicator::net::read_local_capped(&marker, 32) {
+        Ok(replicator::net::LocalFile::Bytes(b)) => std::str::from_utf8(&b)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok()),
+        _ => None,
+    };
     match read {
         Some(t) => now
             .checked_sub(std::time::Duration::from_secs(unix.saturating_sub(t)))
             .unwrap_or(now),
         None => {
+            // Whatever was there goes first: never written through a link.
+            let _ = std::fs::remove_file(&marker);
             if let Err(e) = std::fs::write(&marker, format!("{unix}\n")) {
                 tracing::warn!(site = %folder, error = %e, "cannot record when the preview's channel went; a restart starts its grace again");
             }
