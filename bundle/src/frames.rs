@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, FileHash};
 use crate::layout::Member;
+use crate::midstate::Midstate;
 use crate::tar;
 
 /// Expected tar bytes of a run of small members. Each frame starts with an empty window, so the
@@ -148,6 +149,22 @@ pub struct FrameLoc {
     pub offset: u64,
     /// Compressed length.
     pub len: u64,
+    /// Its place in its layer's `diff_id` hash, when the table recorded it.
+    pub chain: Option<Chain>,
+}
+
+/// A frame's place in its layer's `diff_id` hash, and what its compressed bytes hash to: a
+/// rebuild whose `diff_id` hash is at `before` when it reaches this frame copies the compressed
+/// bytes (checked against `sum`) and continues from `after`, without decompressing them (see
+/// [`crate::midstate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chain {
+    /// The `diff_id` hash state before the frame's tar bytes.
+    pub before: Midstate,
+    /// The state after them.
+    pub after: Midstate,
+    /// BLAKE3 of the compressed frame.
+    pub sum: [u8; 32],
 }
 
 /// One frame a build wrote: key and place in its blob.
@@ -159,10 +176,16 @@ pub struct FrameRec {
     pub offset: u64,
     /// Compressed length.
     pub len: u64,
+    /// BLAKE3 of the compressed frame.
+    pub sum: [u8; 32],
+    /// The layer's `diff_id` hash state after the frame (`None` off a block boundary, which
+    /// the writer never produces: runs are whole tar blocks).
+    pub after: Option<Midstate>,
 }
 
 /// The frames of the layer blobs the previous build of a site wrote, by key. Loaded from the
-/// cache: `frames/<blob hex>` lists the frames of one blob (`key offset len` per line),
+/// cache: `frames/<blob hex>` lists the frames of one blob in order (`key offset len`, then
+/// `sum after-state after-length check` per line, see [`table_line`]),
 /// `frames-<site>.tsv` the blobs of the site's last build, and `frames-last.tsv` those of the
 /// store's last build (a pipeline that builds each deploy in a fresh checkout has a new site path
 /// every time; keys are by content, so any earlier frame serves). Like the rest of the build
@@ -189,6 +212,54 @@ fn parse_key(s: &str) -> Option<[u8; 32]> {
     Some(*h.as_bytes())
 }
 
+/// One line of a frame table: `key offset len` and, when the frame's end state is known,
+/// `sum after-words after-length check`, where `check` is the first 16 bytes of the BLAKE3 of
+/// the line before it (a damaged line is a miss, never a wrong `diff_id`).
+fn table_line(f: &FrameRec) -> String {
+    let head = format!(
+        "{}\t{}\t{}",
+        blake3::Hash::from(f.key).to_hex(),
+        f.offset,
+        f.len
+    );
+    match f.after {
+        None => head,
+        Some(after) => {
+            let body = format!(
+                "{head}\t{}\t{}\t{}",
+                blake3::Hash::from(f.sum).to_hex(),
+                hex::encode(after.word_bytes()),
+                after.len
+            );
+            let check = blake3::hash(body.as_bytes());
+            format!("{body}\t{}", hex::encode(&check.as_bytes()[..16]))
+        }
+    }
+}
+
+/// A line from [`table_line`]: key, offset, length and, if present and intact, the compressed
+/// frame's BLAKE3 and the end state. `None` for a line that does not parse.
+#[allow(clippy::type_complexity)]
+fn parse_line(line: &str) -> Option<([u8; 32], u64, u64, Option<([u8; 32], Midstate)>)> {
+    let mut f = line.split('\t');
+    let key = parse_key(f.next()?)?;
+    let offset = f.next()?.parse().ok()?;
+    let len = f.next()?.parse().ok()?;
+    let chained = (|| {
+        let (sum, words, after_len, check) = (f.next()?, f.next()?, f.next()?, f.next()?);
+        let body = &line[..line.len() - check.len() - 1];
+        let want = blake3::hash(body.as_bytes());
+        if hex::decode(check).ok()?.as_slice() != &want.as_bytes()[..16] {
+            return None;
+        }
+        let mut w = [0u8; 32];
+        hex::decode_to_slice(words, &mut w).ok()?;
+        let after = Midstate::from_parts(&w, after_len.parse().ok()?)?;
+        Some((parse_key(sum)?, after))
+    })();
+    Some((key, offset, len, chained))
+}
+
 impl FrameMap {
     /// Load the frames of the last build of `site` (empty when there is none).
     pub fn load(dir: &Path, site: &Path) -> FrameMap {
@@ -207,16 +278,30 @@ impl FrameMap {
                 let Ok(table) = fs::read_to_string(table_path(dir, &blob)) else {
                     continue;
                 };
+                // The first frame of a blob starts its layer's tar stream.
+                let mut before = Some(Midstate::START);
                 for line in table.lines() {
-                    let mut f = line.split('\t');
-                    let (Some(k), Some(o), Some(l)) = (f.next(), f.next(), f.next()) else {
-                        continue;
-                    };
-                    let (Some(key), Ok(offset), Ok(len)) = (parse_key(k), o.parse(), l.parse())
-                    else {
-                        continue;
-                    };
-                    frames.insert(key, FrameLoc { blob, offset, len });
+                    match parse_line(line) {
+                        Some((key, offset, len, chained)) => {
+                            let chain = match (before, chained) {
+                                (Some(before), Some((sum, after))) => {
+                                    Some(Chain { before, after, sum })
+                                }
+                                _ => None,
+                            };
+                            before = chained.map(|(_, after)| after);
+                            frames.insert(
+                                key,
+                                FrameLoc {
+                                    blob,
+                                    offset,
+                                    len,
+                                    chain,
+                                },
+                            );
+                        }
+                        None => before = None,
+                    }
                 }
             }
         }
@@ -234,13 +319,7 @@ impl FrameMap {
         let _ = fs::create_dir_all(&d);
         let _ = crate::cache::write_replace(&table_path(dir, blob), |w| {
             for f in frames {
-                writeln!(
-                    w,
-                    "{}\t{}\t{}",
-                    blake3::Hash::from(f.key).to_hex(),
-                    f.offset,
-                    f.len
-                )?;
+                writeln!(w, "{}", table_line(f))?;
             }
             Ok(())
         });
@@ -420,6 +499,41 @@ pub enum CopyError {
     Stale(String),
     /// Writing the new blob failed.
     Write(io::Error),
+}
+
+/// Copy the compressed bytes of a cached frame into `out` as they are, checking them against
+/// the BLAKE3 its table recorded (`sum`): for a frame whose place in the `diff_id` hash is known
+/// ([`Chain`]), nothing needs decompressing. A mismatch is [`CopyError::Stale`]; `out` then
+/// holds a partial copy, and the caller starts the layer again.
+pub fn copy_raw(
+    blob_path: &Path,
+    loc: &FrameLoc,
+    sum: &[u8; 32],
+    out: &mut impl Write,
+) -> Result<(), CopyError> {
+    let st = |e: io::Error| CopyError::Stale(e.to_string());
+    let mut f = File::open(blob_path).map_err(st)?;
+    let size = f.metadata().map_err(st)?.len();
+    if loc.offset.checked_add(loc.len).is_none_or(|end| end > size) {
+        return Err(CopyError::Stale("past the end of its blob".into()));
+    }
+    f.seek(SeekFrom::Start(loc.offset)).map_err(st)?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut left = loc.len;
+    while left > 0 {
+        let n = (left.min(buf.len() as u64)) as usize;
+        f.read_exact(&mut buf[..n]).map_err(st)?;
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        left -= n as u64;
+    }
+    if h.finalize().as_bytes() != sum {
+        return Err(CopyError::Stale(
+            "its compressed bytes differ from its table".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Copy the cached frame at `loc` (a blob of `store_blobs`) into `out`, decompressing it on the

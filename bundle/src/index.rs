@@ -146,38 +146,29 @@ impl Index {
 
     /// The canonical byte encoding (see the module docs and `spec/format.md`).
     pub fn encode(&self) -> Vec<u8> {
-        use std::fmt::Write as _;
-        // Written in place (no string per line): on a 53,000-entry index the per-line
-        // `format!` and hex strings were a tenth of a rebuild with nothing changed.
-        let mut out = String::with_capacity(self.entries.len() * 128);
-        out.push_str(INDEX_HEADER);
-        out.push('\n');
-        let mut hex = [0u8; 64];
-        for e in &self.entries {
-            let hash = match e.hash() {
-                Some(h) => match hex::encode_to_slice(h.0, &mut hex) {
-                    Ok(()) => std::str::from_utf8(&hex).unwrap_or("-"),
-                    Err(_) => "-",
-                },
-                None => "-",
-            };
-            let _ = write!(
-                out,
-                "{}\t{:o}\t{}\t{}\t{}\t{}",
-                e.type_code(),
-                e.mode(),
-                e.size(),
-                e.layer,
-                hash,
-                e.path
-            );
-            if let EntryKind::Symlink { target } = &e.kind {
-                out.push('\t');
-                out.push_str(target);
-            }
-            out.push('\n');
+        use rayon::prelude::*;
+        // Chunks of lines written in parallel and joined: the bytes are the same as one pass
+        // (each line depends on its entry only), and on a 53,000-entry index this was a serial
+        // 25 ms of every rebuild.
+        const CHUNK: usize = 4096;
+        let parts: Vec<String> = self
+            .entries
+            .par_chunks(CHUNK)
+            .map(|c| {
+                let mut out = String::with_capacity(c.len() * 128);
+                encode_lines(c, &mut out);
+                out
+            })
+            .collect();
+        let mut out = Vec::with_capacity(
+            INDEX_HEADER.len() + 1 + parts.iter().map(String::len).sum::<usize>(),
+        );
+        out.extend_from_slice(INDEX_HEADER.as_bytes());
+        out.push(b'\n');
+        for p in &parts {
+            out.extend_from_slice(p.as_bytes());
         }
-        out.into_bytes()
+        out
     }
 
     /// Parse the canonical encoding, rejecting any deviation from it (spec §4 rules 1-4 and 6;
@@ -215,14 +206,20 @@ impl Index {
     fn check_structure(&self) -> Result<(), Error> {
         let what = "bundle index";
         let mut dirs: HashSet<&str> = HashSet::new();
-        let mut seen: HashSet<&str> = HashSet::new();
+        // Entries are sorted (bytewise), so a path listed twice is listed twice in a row, and
+        // the entries of one directory mostly follow each other: the last parent found is
+        // remembered instead of hashing it again (on a 53,000-entry site the two hash sets
+        // were a serial 10 ms of every build).
+        let mut prev: Option<&str> = None;
+        let mut last_parent: Option<&str> = None;
         for e in &self.entries {
-            if !seen.insert(e.path.as_str()) {
+            if prev == Some(e.path.as_str()) {
                 return Err(Error::corrupt(what, format!("{} is listed twice", e.path)));
             }
-            if let Some(parent) = e.path.parent() {
+            prev = Some(e.path.as_str());
+            if let Some(parent) = e.path.parent_str() {
                 // Entries are sorted, so a parent (a prefix) always comes first.
-                if !dirs.contains(parent.as_str()) {
+                if last_parent != Some(parent) && !dirs.contains(parent) {
                     return Err(Error::corrupt(
                         what,
                         format!(
@@ -231,6 +228,7 @@ impl Index {
                         ),
                     ));
                 }
+                last_parent = Some(parent);
             }
             match &e.kind {
                 EntryKind::Dir => {
@@ -273,6 +271,38 @@ impl Index {
             }
         }
         groups
+    }
+}
+
+/// The index lines of `entries` (spec §4), appended to `out`.
+fn encode_lines(entries: &[Entry], out: &mut String) {
+    use std::fmt::Write as _;
+    // Written in place (no string per line): on a 53,000-entry index the per-line `format!`
+    // and hex strings were a tenth of a rebuild with nothing changed.
+    let mut hex = [0u8; 64];
+    for e in entries {
+        let hash = match e.hash() {
+            Some(h) => match hex::encode_to_slice(h.0, &mut hex) {
+                Ok(()) => std::str::from_utf8(&hex).unwrap_or("-"),
+                Err(_) => "-",
+            },
+            None => "-",
+        };
+        let _ = write!(
+            out,
+            "{}\t{:o}\t{}\t{}\t{}\t{}",
+            e.type_code(),
+            e.mode(),
+            e.size(),
+            e.layer,
+            hash,
+            e.path
+        );
+        if let EntryKind::Symlink { target } = &e.kind {
+            out.push('\t');
+            out.push_str(target);
+        }
+        out.push('\n');
     }
 }
 

@@ -133,23 +133,35 @@ pub(crate) fn cut_hash(path: &str) -> u64 {
 pub fn assign_layers(entries: &mut [Entry]) -> u32 {
     // Canonical path of each content: entries are sorted, so the first seen is the smallest.
     // `canon_of[i]` is the index of entry i's canonical entry (files only).
-    let mut canonical: KeyMap<usize> = KeyMap::default();
+    let mut canonical: KeyMap<usize> =
+        KeyMap::with_capacity_and_hasher(entries.len(), Default::default());
     let canon_of: Vec<Option<usize>> = entries
         .iter()
         .enumerate()
         .map(|(i, e)| content_key(e).map(|k| *canonical.entry(k).or_insert(i)))
         .collect();
     drop(canonical);
+    // Each canonical file's class and cut hash (a BLAKE3 of its path), in parallel: serial,
+    // this was most of the layout's time on a 53,000-file site. The order is kept.
+    let classed: Vec<((usize, u64, u64), bool)> = {
+        use rayon::prelude::*;
+        let entries = &*entries;
+        (0..entries.len())
+            .into_par_iter()
+            .filter(|&i| canon_of[i] == Some(i))
+            .map(|i| {
+                let e = &entries[i];
+                ((i, e.size(), cut_hash(e.path.as_str())), is_text(&e.path))
+            })
+            .collect()
+    };
     let mut text = Vec::new();
     let mut binary = Vec::new();
-    for (i, e) in entries.iter().enumerate() {
-        if canon_of[i] == Some(i) {
-            let item = (i, e.size(), cut_hash(e.path.as_str()));
-            if is_text(&e.path) {
-                text.push(item);
-            } else {
-                binary.push(item);
-            }
+    for (item, t) in classed {
+        if t {
+            text.push(item);
+        } else {
+            binary.push(item);
         }
     }
     let total: u64 = text.iter().chain(binary.iter()).map(|&(_, s, _)| s).sum();
@@ -407,17 +419,25 @@ pub fn members(entries: &[Entry], n: u32) -> Vec<Member<'_>> {
 /// The members of every layer (`layers` of them), in one pass over the index: the same lists
 /// as [`members`] for each `n`.
 pub fn all_members(entries: &[Entry], layers: u32) -> Vec<Vec<Member<'_>>> {
-    let mut out: Vec<Vec<Member<'_>>> = (0..layers).map(|_| Vec::new()).collect();
-    let mut first: Vec<KeyMap<&Entry>> = (0..layers).map(|_| KeyMap::default()).collect();
+    use rayon::prelude::*;
+    // One pass to split the entries by layer, then the layers in parallel (each with its own
+    // map of contents already stored): serial, this was 20 ms of a 53,000-file rebuild.
+    let mut of_layer: Vec<Vec<&Entry>> = (0..layers).map(|_| Vec::new()).collect();
     for e in entries {
-        let n = e.layer as usize;
-        if let (Some(list), Some(f)) = (out.get_mut(n), first.get_mut(n)) {
-            if let Some(m) = member(e, f) {
-                list.push(m);
-            }
+        if let Some(list) = of_layer.get_mut(e.layer as usize) {
+            list.push(e);
         }
     }
-    out
+    of_layer
+        .into_par_iter()
+        .map(|list| {
+            let mut first: KeyMap<&Entry> =
+                KeyMap::with_capacity_and_hasher(list.len(), Default::default());
+            list.into_iter()
+                .filter_map(|e| member(e, &mut first))
+                .collect()
+        })
+        .collect()
 }
 
 /// Entry `e` as a member of its layer, given the contents already stored in it.

@@ -21,6 +21,7 @@
 //! | layer grouping | [`layout`] | [`layout::assign_layers`] |
 //! | compression + index trailer | [`compress`] | [`Compression`], [`compress::LayerEncoding`] |
 //! | zstd layers as runs of frames, frame cache (rebuilds in proportion to the change) | [`frames`] | [`frames::runs`], [`frames::FrameMap`] |
+//! | a sha256 resumed from a saved state (a rebuild hashes a layer from its first change) | [`midstate`] | [`midstate::Sha256Resumable`], [`midstate::Midstate`] |
 //! | index rebuilt from re-compressed layers | `rebuild` | (used by [`Bundle::open`]) |
 //! | OCI manifest/config | [`manifest`] | [`Manifest`], [`ImageConfig`] |
 //! | walking a site | [`walk`] | [`walk::walk`], [`WalkOptions`] |
@@ -55,6 +56,7 @@ pub mod layout;
 pub mod limits;
 pub mod links;
 pub mod manifest;
+pub mod midstate;
 pub mod path;
 pub mod pathkey;
 pub mod progress;
