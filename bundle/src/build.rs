@@ -183,7 +183,8 @@ pub fn build(
             let stamp = (f.size, f.stamp);
             let r = match file_cache.get(i, f.path.as_str(), &stamp) {
                 Some(h) => Ok((h, true)),
-                None => hash_file(root, &f.fs_path, f.path.as_str(), f.size).map(|h| (h, false)),
+                None => hash_file(root, &src.join(f.path.as_str()), f.path.as_str(), f.size)
+                    .map(|h| (h, false)),
             };
             progress.advance(f.size);
             r

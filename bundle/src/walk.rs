@@ -12,7 +12,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
@@ -36,11 +36,9 @@ pub struct WalkOptions {
 /// A regular file found by the walk, with what the build cache keys on.
 #[derive(Debug, Clone)]
 pub struct WalkedFile {
-    /// Path inside the site.
+    /// Path inside the site (the build opens the file relative to the site root's handle; the
+    /// path on disk, for messages, is the root's joined with it).
     pub path: SitePath,
-    /// Path on disk, for messages (the build opens the file relative to the site root's handle:
-    /// this path may be longer than PATH_MAX).
-    pub fs_path: PathBuf,
     /// Size from `lstat`.
     pub size: u64,
     /// Any execute bit set.
@@ -167,10 +165,11 @@ impl Ctx<'_> {
             .with_min_len(64)
             .map(|n| rustix::fs::statat(&dir_fd, n.as_os_str(), AtFlags::SYMLINK_NOFOLLOW))
             .collect();
-        for (name, st) in children.into_iter().zip(stats) {
-            let fs_path = dir.join(&name);
-            let name = name.to_str().ok_or_else(|| Error::NonUtf8Name {
-                path: fs_path.to_string_lossy().into_owned(),
+        for (os_name, st) in children.into_iter().zip(stats) {
+            // For messages only: not built for every entry of a large site.
+            let fs_path = || dir.join(&os_name);
+            let name = os_name.to_str().ok_or_else(|| Error::NonUtf8Name {
+                path: fs_path().to_string_lossy().into_owned(),
             })?;
             let path = match &site_dir {
                 Some(d) => d.join(name)?,
@@ -191,7 +190,7 @@ impl Ctx<'_> {
                     second: path.to_string(),
                 });
             }
-            let st = st.map_err(|e| Error::io("stat", &fs_path)(e.into()))?;
+            let st = st.map_err(|e| Error::io("stat", &fs_path())(e.into()))?;
             let ft = FileType::from_raw_mode(st.st_mode);
             match ft {
                 FileType::Directory => {
@@ -200,7 +199,6 @@ impl Ctx<'_> {
                 FileType::RegularFile => {
                     out.files.push(WalkedFile {
                         path,
-                        fs_path,
                         size: st.st_size as u64,
                         executable: st.st_mode & 0o111 != 0,
                         stamp: (
@@ -218,7 +216,7 @@ impl Ctx<'_> {
                         &dir_fd,
                         rel,
                         name,
-                        &fs_path,
+                        &fs_path(),
                         &path,
                     ) {
                         Ok(target) => out.symlinks.push((path, target)),
