@@ -18,10 +18,23 @@
 //!   [`RUN_MAX`] tar bytes or more;
 //! - the end-of-archive blocks belong to the last run.
 //!
-//! A cached frame is never trusted blindly: it is decompressed while it is copied into the new
-//! blob, and its tar bytes must be exactly the headers the index gives and contents whose BLAKE3
-//! is the index's (what [`FrameCheck`] checks). Anything else makes the build drop the frame
-//! cache for that layer and compress it from the site files.
+//! A cached frame is copied in one of two ways:
+//! - **as it is**, at the unchanged start of a rebuilt layer: the frame table recorded, for each
+//!   frame, the layer's `diff_id` sha256 state before and after it ([`Chain`], see
+//!   [`crate::midstate`]) and the BLAKE3 of its compressed bytes. Where the rebuild's hash state
+//!   is the recorded one before the frame, its bytes are copied without being decompressed,
+//!   checked against that BLAKE3, and the hash continues from the state after it. (On a
+//!   53,000-file site this halved the work of a one-page rebuild's layer: 110 ms to 60 ms.)
+//! - **decompressed and checked**, everywhere else (the hash must see the bytes anyway): its tar
+//!   bytes must be exactly the headers the index gives and contents whose BLAKE3 is the index's
+//!   (what [`FrameCheck`] checks).
+//!
+//! Anything else (a frame whose bytes differ from their BLAKE3, a table line whose own check
+//! fails) makes the build drop the frame cache for that layer, or for that line, and compress
+//! from the site files. The tables are the store's own, like the whole-layer cache, which reuses
+//! a blob by its recorded digest: a table rewritten consistently by someone who can write the
+//! store is not detected here (they could rewrite its blobs too); `verify` checks every
+//! `diff_id`.
 
 use std::collections::HashMap;
 use std::fs::{self, File};

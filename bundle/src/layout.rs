@@ -131,30 +131,33 @@ pub(crate) fn cut_hash(path: &str) -> u64 {
 /// Assign `layer` on every entry of `entries` (which must be sorted by path). Returns the number
 /// of layers, layer 0 included.
 pub fn assign_layers(entries: &mut [Entry]) -> u32 {
-    // Canonical path of each content: entries are sorted, so the first seen is the smallest.
-    // `canon_of[i]` is the index of entry i's canonical entry (files only).
-    let mut canonical: KeyMap<usize> =
-        KeyMap::with_capacity_and_hasher(entries.len(), Default::default());
-    let canon_of: Vec<Option<usize>> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| content_key(e).map(|k| *canonical.entry(k).or_insert(i)))
-        .collect();
-    drop(canonical);
-    // Each canonical file's class and cut hash (a BLAKE3 of its path), in parallel: serial,
-    // this was most of the layout's time on a 53,000-file site. The order is kept.
-    let classed: Vec<((usize, u64, u64), bool)> = {
-        use rayon::prelude::*;
-        let entries = &*entries;
-        (0..entries.len())
-            .into_par_iter()
-            .filter(|&i| canon_of[i] == Some(i))
-            .map(|i| {
-                let e = &entries[i];
-                ((i, e.size(), cut_hash(e.path.as_str())), is_text(&e.path))
-            })
-            .collect()
-    };
+    use rayon::prelude::*;
+    let all = &*entries;
+    // Two passes at once: the canonical path of each content (entries are sorted, so the first
+    // seen is the smallest; `canon_of[i]` is the index of entry i's canonical entry, files
+    // only), and every file's class and cut hash (a BLAKE3 of its path) in parallel. Serial,
+    // they were most of the layout's time on a 53,000-file site.
+    let (canon_of, classes) = rayon::join(
+        || {
+            let mut canonical: KeyMap<usize> =
+                KeyMap::with_capacity_and_hasher(all.len(), Default::default());
+            all.iter()
+                .enumerate()
+                .map(|(i, e)| content_key(e).map(|k| *canonical.entry(k).or_insert(i)))
+                .collect::<Vec<Option<usize>>>()
+        },
+        || {
+            all.par_iter()
+                .map(|e| match e.kind {
+                    EntryKind::File { .. } => (cut_hash(e.path.as_str()), is_text(&e.path)),
+                    _ => (0, false),
+                })
+                .collect::<Vec<(u64, bool)>>()
+        },
+    );
+    let classed = (0..all.len())
+        .filter(|&i| canon_of[i] == Some(i))
+        .map(|i| ((i, all[i].size(), classes[i].0), classes[i].1));
     let mut text = Vec::new();
     let mut binary = Vec::new();
     for (item, t) in classed {
