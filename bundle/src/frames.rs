@@ -514,6 +514,19 @@ pub enum CopyError {
     Write(io::Error),
 }
 
+/// The `loc.len` bytes of a cached frame in its blob, refused (as stale) when the blob is gone
+/// or shorter than the table says.
+fn open_frame(blob_path: &Path, loc: &FrameLoc) -> Result<io::Take<File>, CopyError> {
+    let st = |e: io::Error| CopyError::Stale(e.to_string());
+    let mut f = File::open(blob_path).map_err(st)?;
+    let size = f.metadata().map_err(st)?.len();
+    if loc.offset.checked_add(loc.len).is_none_or(|end| end > size) {
+        return Err(CopyError::Stale("past the end of its blob".into()));
+    }
+    f.seek(SeekFrom::Start(loc.offset)).map_err(st)?;
+    Ok(f.take(loc.len))
+}
+
 /// Copy the compressed bytes of a cached frame into `out` as they are, checking them against
 /// the BLAKE3 its table recorded (`sum`): for a frame whose place in the `diff_id` hash is known
 /// ([`Chain`]), nothing needs decompressing. A mismatch is [`CopyError::Stale`]; `out` then
@@ -525,18 +538,15 @@ pub fn copy_raw(
     out: &mut impl Write,
 ) -> Result<(), CopyError> {
     let st = |e: io::Error| CopyError::Stale(e.to_string());
-    let mut f = File::open(blob_path).map_err(st)?;
-    let size = f.metadata().map_err(st)?.len();
-    if loc.offset.checked_add(loc.len).is_none_or(|end| end > size) {
-        return Err(CopyError::Stale("past the end of its blob".into()));
-    }
-    f.seek(SeekFrom::Start(loc.offset)).map_err(st)?;
+    let mut f = open_frame(blob_path, loc)?;
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut left = loc.len;
     while left > 0 {
-        let n = (left.min(buf.len() as u64)) as usize;
-        f.read_exact(&mut buf[..n]).map_err(st)?;
+        let n = f.read(&mut buf).map_err(st)?;
+        if n == 0 {
+            return Err(CopyError::Stale("its blob ended early".into()));
+        }
         h.update(&buf[..n]);
         out.write_all(&buf[..n]).map_err(CopyError::Write)?;
         left -= n as u64;
@@ -558,14 +568,8 @@ pub fn copy_cached<H: Write>(
     check: FrameCheck<'_, H>,
 ) -> Result<(), CopyError> {
     let st = |e: io::Error| CopyError::Stale(e.to_string());
-    let mut f = File::open(blob_path).map_err(st)?;
-    let size = f.metadata().map_err(st)?.len();
-    if loc.offset.checked_add(loc.len).is_none_or(|end| end > size) {
-        return Err(CopyError::Stale("past the end of its blob".into()));
-    }
-    f.seek(SeekFrom::Start(loc.offset)).map_err(st)?;
     let tee = Tee {
-        inner: f.take(loc.len),
+        inner: open_frame(blob_path, loc)?,
         out,
         error: None,
         copied: 0,

@@ -97,16 +97,6 @@ impl Sha256Resumable {
         })
     }
 
-    /// Bytes hashed so far.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// True when nothing was hashed.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     fn blocks(&mut self, data: &[u8]) {
         let mut batch = [GenericArray::<u8, sha2::digest::consts::U64>::default(); BATCH];
         for chunk in data.chunks(64 * BATCH) {
@@ -150,12 +140,13 @@ impl Sha256Resumable {
         pad[n - 8..n].copy_from_slice(&bits.to_be_bytes());
         let len = self.len;
         self.update(&pad[..n]);
-        self.len = len;
-        let mut out = [0u8; 32];
-        for (o, w) in out.chunks_exact_mut(4).zip(self.words) {
-            o.copy_from_slice(&w.to_be_bytes());
-        }
-        Digest::from_bytes(out)
+        Digest::from_bytes(
+            Midstate {
+                words: self.words,
+                len,
+            }
+            .word_bytes(),
+        )
     }
 }
 

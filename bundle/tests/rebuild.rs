@@ -89,6 +89,30 @@ fn edit_same_size(site: &Path) -> std::path::PathBuf {
     p
 }
 
+/// A new [`make_site`] and an empty store: (site, store home, store).
+fn new_site() -> (tempfile::TempDir, tempfile::TempDir, Store) {
+    let site = tempfile::tempdir().expect("tempdir");
+    make_site(site.path());
+    let home = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(home.path()).expect("store");
+    (site, home, store)
+}
+
+/// A cold build of `site` into a store of its own, without the cache: what a rebuild must equal.
+fn cold_without_cache(site: &Path) -> BuildReport {
+    let home = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(home.path()).expect("store");
+    build(site, &store, false)
+}
+
+/// The frame tables of the store's cache (one per zstd layer blob built).
+fn frame_tables(store: &Store) -> Vec<std::path::PathBuf> {
+    fs::read_dir(store.cache_dir().join("frames"))
+        .expect("frame tables")
+        .map(|e| e.expect("entry").path())
+        .collect()
+}
+
 fn manifest(store: &Store, r: &BuildReport) -> Manifest {
     let bytes = store
         .read_blob(&r.manifest, bundle::manifest::MAX_JSON_BYTES)
@@ -98,10 +122,7 @@ fn manifest(store: &Store, r: &BuildReport) -> Manifest {
 
 #[test]
 fn issue_10_rebuild_one_edit_recompresses_only_that_run() {
-    let site = tempfile::tempdir().expect("tempdir");
-    make_site(site.path());
-    let home = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(home.path()).expect("store");
+    let (site, _home, store) = new_site();
     let cold = build(site.path(), &store, true);
     assert!(cold.layers >= 3, "a site of several layers: {cold:?}");
     assert!(
@@ -137,10 +158,7 @@ fn issue_10_rebuild_one_edit_recompresses_only_that_run() {
 
 #[test]
 fn issue_10_rebuild_is_byte_identical_to_cold_builds_with_and_without_cache() {
-    let site = tempfile::tempdir().expect("tempdir");
-    make_site(site.path());
-    let home = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(home.path()).expect("store");
+    let (site, _home, store) = new_site();
     build(site.path(), &store, true);
     edit_same_size(site.path());
     // A page that grows too (moves the run cuts around it) and a new page.
@@ -215,10 +233,7 @@ fn frames_of(blob: &[u8]) -> (usize, u64) {
 
 #[test]
 fn issue_10_rebuild_layers_are_frames_one_zstd_stream_within_the_window_limit() {
-    let site = tempfile::tempdir().expect("tempdir");
-    make_site(site.path());
-    let home = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(home.path()).expect("store");
+    let (site, _home, store) = new_site();
     let r = build(site.path(), &store, true);
     let b = bundle::Bundle::open(&store, &r.manifest).expect("open");
     let mut total = 0;
@@ -246,15 +261,10 @@ fn issue_10_rebuild_layers_are_frames_one_zstd_stream_within_the_window_limit() 
 
 #[test]
 fn issue_10_rebuild_a_damaged_frame_cache_is_caught_and_ignored() {
-    let site = tempfile::tempdir().expect("tempdir");
-    make_site(site.path());
-    let home = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(home.path()).expect("store");
+    let (site, _home, store) = new_site();
     build(site.path(), &store, true);
     // Every frame table now points each key at the wrong frame (shifted by one line).
-    let tables = store.cache_dir().join("frames");
-    for e in fs::read_dir(&tables).expect("frame tables") {
-        let p = e.expect("entry").path();
+    for p in frame_tables(&store) {
         let text = fs::read_to_string(&p).expect("table");
         let lines: Vec<&str> = text.lines().collect();
         if lines.len() < 2 {
@@ -276,9 +286,7 @@ fn issue_10_rebuild_a_damaged_frame_cache_is_caught_and_ignored() {
     fs::remove_dir_all(store.cache_dir().join("layers")).expect("rm layers cache");
     edit_same_size(site.path());
     let r = build(site.path(), &store, true);
-    let home2 = tempfile::tempdir().expect("tempdir");
-    let store2 = Store::open(home2.path()).expect("store");
-    let fresh = build(site.path(), &store2, false);
+    let fresh = cold_without_cache(site.path());
     assert_eq!(r.manifest, fresh.manifest, "wrong frames were not used");
     assert!(
         r.frames_compressed > r.frames / 2,
@@ -291,10 +299,7 @@ fn issue_10_rebuild_a_damaged_frame_cache_is_caught_and_ignored() {
 /// and the result is still byte for byte a cold build.
 #[test]
 fn issue_10_rebuild_copies_the_unchanged_start_of_a_layer_as_it_is() {
-    let site = tempfile::tempdir().expect("tempdir");
-    make_site(site.path());
-    let home = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(home.path()).expect("store");
+    let (site, _home, store) = new_site();
     let cold = build(site.path(), &store, true);
     assert_eq!(cold.frames_copied_raw, 0, "{cold:?}");
     // The last page of a section sorts late in its layer: runs before it are unchanged.
@@ -315,9 +320,7 @@ fn issue_10_rebuild_copies_the_unchanged_start_of_a_layer_as_it_is() {
     fs::write(&p, b).expect("write");
     let r = build(site.path(), &store, true);
     assert!(r.frames_copied_raw >= 1, "{r:?}");
-    let home2 = tempfile::tempdir().expect("tempdir");
-    let store2 = Store::open(home2.path()).expect("store");
-    let fresh = build(site.path(), &store2, false);
+    let fresh = cold_without_cache(site.path());
     assert_eq!(
         r.manifest, fresh.manifest,
         "a rebuild is a cold build, byte for byte"
@@ -331,15 +334,10 @@ fn issue_10_rebuild_copies_the_unchanged_start_of_a_layer_as_it_is() {
 /// the layer compressed afresh), never copied into a new bundle.
 #[test]
 fn issue_10_rebuild_a_damaged_blob_or_table_line_is_not_copied_as_it_is() {
-    let site = tempfile::tempdir().expect("tempdir");
-    make_site(site.path());
-    let home = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(home.path()).expect("store");
+    let (site, _home, store) = new_site();
     build(site.path(), &store, true);
-    let tables = store.cache_dir().join("frames");
     let mut damaged = 0;
-    for e in fs::read_dir(&tables).expect("frame tables") {
-        let p = e.expect("entry").path();
+    for p in frame_tables(&store) {
         let text = fs::read_to_string(&p).expect("table");
         let lines: Vec<&str> = text.lines().collect();
         if lines.len() < 3 {
@@ -371,9 +369,7 @@ fn issue_10_rebuild_a_damaged_blob_or_table_line_is_not_copied_as_it_is() {
     fs::remove_dir_all(store.cache_dir().join("layers")).expect("rm layers cache");
     edit_same_size(site.path());
     let r = build(site.path(), &store, true);
-    let home2 = tempfile::tempdir().expect("tempdir");
-    let store2 = Store::open(home2.path()).expect("store");
-    let fresh = build(site.path(), &store2, false);
+    let fresh = cold_without_cache(site.path());
     assert_eq!(r.manifest, fresh.manifest, "no damaged frame was copied");
     // (The store still holds the damaged old blobs under their names, where the rebuild wrote
     // the same bytes again: `verify` reports those, as it should.)
